@@ -1,0 +1,158 @@
+"""BM25 over precomputed postings, scoring exactly like ``rank_bm25.BM25Okapi.get_scores``.
+
+Each (term, document) pair stores its whole contribution
+``idf[t] * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))``, computed with the
+same floating-point operations as rank-bm25, so a query is a sum of posting slices.
+Only numpy is imported here; rank-bm25 is imported when an index is built.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from qa.types import QAError
+
+NPZ_FILE = "bm25.npz"
+VOCAB_FILE = "bm25_vocab.json"
+_FORMAT = 1
+
+
+@dataclass(eq=False)
+class BM25:
+    """Postings in CSR layout by term: term ``t`` occurs in ``docs[indptr[t]:indptr[t+1]]``."""
+
+    vocab: dict[str, int]  # term -> term id
+    indptr: np.ndarray  # int64, len(vocab) + 1
+    docs: np.ndarray  # int32 row ids, ascending within each term
+    weights: np.ndarray  # float64, the score contribution of each posting
+    n_docs: int
+    k1: float = 1.5
+    b: float = 0.75
+    epsilon: float = 0.25
+
+
+def build_bm25(
+    corpus_tokens: list[list[str]], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25
+) -> BM25:
+    """Index tokenised documents; idf, term frequencies and lengths come from ``BM25Okapi``."""
+    n_docs = len(corpus_tokens)
+    if not any(corpus_tokens):  # no terms at all: rank-bm25 would divide by zero
+        return BM25({}, np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float64),
+                    n_docs, float(k1), float(b), float(epsilon))
+    from rank_bm25 import BM25Okapi
+
+    okapi = BM25Okapi(corpus_tokens, k1=k1, b=b, epsilon=epsilon)
+    vocab = {term: i for i, term in enumerate(okapi.idf)}
+    freqs = okapi.doc_freqs
+    lengths = np.fromiter(map(len, freqs), dtype=np.int64, count=n_docs)
+    total = int(lengths.sum())
+    term_ids = np.fromiter(map(vocab.__getitem__, chain.from_iterable(freqs)), dtype=np.int32, count=total)
+    tf = np.fromiter(chain.from_iterable(d.values() for d in freqs), dtype=np.int64, count=total)
+    rows = np.repeat(np.arange(n_docs, dtype=np.int32), lengths)
+    del okapi.doc_freqs, freqs
+
+    idf = np.fromiter(okapi.idf.values(), dtype=np.float64, count=len(vocab))
+    doc_len = np.array(okapi.doc_len)
+    # Same operations, in the same order, as BM25Okapi.get_scores.
+    norm = k1 * (1 - b + b * doc_len / okapi.avgdl)
+    weights = idf[term_ids] * (tf * (k1 + 1) / (tf + norm[rows]))
+
+    order = _stable_argsort(term_ids)  # keeps rows ascending within a term
+    indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(term_ids, minlength=len(vocab)), out=indptr[1:])
+    return BM25(vocab, indptr, rows[order], weights[order], n_docs, float(k1), float(b), float(epsilon))
+
+
+def _stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative int32 keys as two 16-bit radix passes (about 2x numpy's timsort)."""
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    if keys.size and int(keys.max()) > 0xFFFF:
+        high = (keys >> 16).astype(np.uint16)[order]
+        order = order[np.argsort(high, kind="stable")]
+    return order
+
+
+def bm25_scores(index: BM25, query_tokens: list[str]) -> np.ndarray:
+    """Score of every document (float64, length ``n_docs``); a repeated token counts each time."""
+    scores = np.zeros(index.n_docs, dtype=np.float64)
+    for token in query_tokens:
+        t = index.vocab.get(token)
+        if t is not None:
+            lo, hi = index.indptr[t], index.indptr[t + 1]
+            scores[index.docs[lo:hi]] += index.weights[lo:hi]
+    return scores
+
+
+def bm25_top(index: BM25, query_tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (int64) and scores of the ``k`` best documents with a positive score, best first.
+
+    Equal scores are ordered by row id.
+    """
+    scores = bm25_scores(index, query_tokens)
+    rows = np.flatnonzero(scores > 0)
+    if k <= 0 or rows.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    found = scores[rows]
+    if rows.size > k:
+        kth = found[np.argpartition(-found, k - 1)[:k]].min()
+        keep = found >= kth  # every tie of the k-th score, so the tie-break is by row
+        rows, found = rows[keep], found[keep]
+    order = np.lexsort((rows, -found))[:k]
+    return rows[order].astype(np.int64, copy=False), found[order]
+
+
+def save_bm25(index: BM25, folder: Path) -> None:
+    """Write ``bm25.npz`` and ``bm25_vocab.json`` into ``folder``."""
+    folder = Path(folder)
+    terms = sorted(index.vocab, key=index.vocab.__getitem__)
+    with open(folder / NPZ_FILE, "wb") as f:
+        np.savez(
+            f,
+            format=np.int64(_FORMAT),
+            n_docs=np.int64(index.n_docs),
+            params=np.array([index.k1, index.b, index.epsilon], dtype=np.float64),
+            indptr=index.indptr.astype(np.int64, copy=False),
+            docs=index.docs.astype(np.int32, copy=False),
+            weights=index.weights.astype(np.float64, copy=False),
+        )
+    (folder / VOCAB_FILE).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+
+
+def load_bm25(folder: Path) -> BM25:
+    """Read an index written by ``save_bm25``; raises ``QAError`` if it is missing or broken."""
+    folder = Path(folder)
+    try:
+        with np.load(folder / NPZ_FILE, allow_pickle=False) as npz:
+            if int(npz["format"]) != _FORMAT:
+                raise ValueError(f"unknown format {int(npz['format'])}")
+            n_docs = int(npz["n_docs"])
+            k1, b, epsilon = (float(x) for x in npz["params"])
+            indptr, docs, weights = npz["indptr"], npz["docs"], npz["weights"]
+        terms = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise QAError(f"BM25 index file missing: {e.filename}; rebuild the index") from None
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+        raise QAError(f"BM25 index in {folder} is corrupt ({type(e).__name__}); rebuild the index") from None
+    if not (
+        isinstance(terms, list)
+        and all(isinstance(t, str) for t in terms)
+        and indptr.dtype == np.int64
+        and docs.dtype == np.int32
+        and weights.dtype == np.float64
+        and indptr.shape == (len(terms) + 1,)
+        and indptr[0] == 0
+        and docs.shape == weights.shape == (int(indptr[-1]),)
+        and bool(np.all(np.diff(indptr) >= 0))
+        and (docs.size == 0 or (int(docs.min()) >= 0 and int(docs.max()) < n_docs))
+    ):
+        raise QAError(f"BM25 index in {folder} is corrupt (inconsistent arrays); rebuild the index")
+    vocab = {t: i for i, t in enumerate(terms)}
+    if len(vocab) != len(terms):
+        raise QAError(f"BM25 index in {folder} is corrupt (duplicate terms); rebuild the index")
+    return BM25(vocab, indptr, docs, weights, n_docs, k1, b, epsilon)
