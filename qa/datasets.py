@@ -1,0 +1,342 @@
+"""Question sets for ``qa eval``: our JSONL format, SQuAD and BEIR.
+
+SQuAD and BEIR ship their documents inside the benchmark files, so their loaders
+write the documents as ``.txt`` files into a corpus folder (only files whose content
+changed are rewritten, and stale ``.txt`` files are removed), to be indexed like any
+other corpus. Every problem with an input file raises :class:`QAError` with one line
+naming the file (and the line, for line-based files).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from qa.types import QAError, Question
+
+FORMATS = ("jsonl", "squad", "beir")
+_MAX_SLUG = 80
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise QAError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise QAError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise QAError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
+    """The non-blank lines of a JSONL file as (1-based line number, object)."""
+    rows = []
+    for number, line in enumerate(_read_text(path, what).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise QAError(f"{path}:{number}: bad JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise QAError(f"{path}:{number}: expected a JSON object, got {_type_name(row)}")
+        rows.append((number, row))
+    return rows
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _clean_text(text: str) -> str:
+    """Text with every line break as ``\\n`` and no NUL characters, so that the corpus
+    reader accepts the file and its offsets match the text written."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(t for t in texts if t))
+
+
+def load_questions(path: Path) -> list[Question]:
+    """Load our JSONL question set.
+
+    One object per line: ``{"id": str, "question": str, "answers": [str, ...],
+    "doc": str | null}``. ``"answers": []`` marks an unanswerable question; ``doc``
+    (the gold document's id) is optional; other fields are ignored; blank lines are
+    skipped. Integer ids are accepted and turned into strings. Raises QAError naming
+    the file and line for bad JSON, a missing or ill-typed field, an empty question,
+    a duplicate id, and for a file without questions.
+    """
+    path = Path(path)
+    questions: list[Question] = []
+    seen: dict[str, int] = {}
+    for number, row in _json_lines(path, "question set"):
+        where = f"{path}:{number}"
+        for name in ("id", "question", "answers"):
+            if name not in row:
+                raise QAError(f"{where}: missing field '{name}'")
+        qid = row["id"]
+        if isinstance(qid, int) and not isinstance(qid, bool):
+            qid = str(qid)
+        if not isinstance(qid, str):
+            raise QAError(f"{where}: field 'id' must be a string, got {_type_name(qid)}")
+        if not qid.strip():
+            raise QAError(f"{where}: field 'id' is empty")
+        if qid in seen:
+            raise QAError(f"{where}: duplicate id '{qid}' (first on line {seen[qid]})")
+        question = row["question"]
+        if not isinstance(question, str):
+            raise QAError(f"{where}: field 'question' must be a string, got {_type_name(question)}")
+        if not question.strip():
+            raise QAError(f"{where}: field 'question' is empty")
+        answers = row["answers"]
+        if not isinstance(answers, list) or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise QAError(f"{where}: field 'answers' must be a list of non-empty strings")
+        doc = row.get("doc")
+        if doc is not None and (not isinstance(doc, str) or not doc.strip()):
+            raise QAError(f"{where}: field 'doc' must be a non-empty string or null")
+        seen[qid] = number
+        questions.append(
+            Question(id=qid, question=question.strip(), answers=_distinct([a.strip() for a in answers]), doc=doc)
+        )
+    if not questions:
+        raise QAError(f"{path}: no questions")
+    return questions
+
+
+def _slug(text: str, fallback: str) -> str:
+    """A lower-case ASCII file-name stem: letters, digits and single hyphens."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:_MAX_SLUG].strip("-")
+    return slug or fallback
+
+
+def _safe_id(text: str) -> str:
+    """A file-name stem keeping letters, digits, ``.``, ``_`` and ``-`` of an id."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:_MAX_SLUG].lstrip(".")
+    return stem or "_"
+
+
+def _unique_name(stem: str, taken: set[str]) -> str:
+    """``stem.txt``, or ``stem-2.txt``, ``stem-3.txt``... if taken (case-insensitively)."""
+    name, n = f"{stem}.txt", 1
+    while name.lower() in taken:
+        n += 1
+        name = f"{stem}-{n}.txt"
+    taken.add(name.lower())
+    return name
+
+
+def _sync_corpus(corpus_dir: Path, files: dict[str, str]) -> None:
+    """Make corpus_dir hold exactly these ``.txt`` files, rewriting only changed ones.
+
+    A write cut short leaves a file whose content differs, so the next run rewrites it.
+    """
+    try:
+        corpus_dir.mkdir(parents=True, exist_ok=True)
+        present = {p.name for p in corpus_dir.glob("*.txt") if p.is_file()}
+        for name, text in files.items():
+            target = corpus_dir / name
+            data = text.encode("utf-8")
+            if name in present and target.read_bytes() == data:
+                continue
+            target.write_bytes(data)
+        for name in present - files.keys():
+            (corpus_dir / name).unlink()
+    except OSError as exc:
+        raise QAError(f"cannot write corpus folder {corpus_dir}: {exc.strerror or exc}") from None
+
+
+def _squad_title(title: str) -> str:
+    """A SQuAD title for display: underscores as spaces, whitespace collapsed."""
+    return " ".join(title.replace("_", " ").split()) or "Untitled"
+
+
+def load_squad(path: Path, corpus_dir: Path) -> list[Question]:
+    """Load a SQuAD v1.1 or v2.0 JSON file, writing its articles into corpus_dir.
+
+    Each article becomes ``<slug of title>.txt`` (``-2``, ``-3``... on a clash): a line
+    ``# Title`` (underscores shown as spaces), a blank line, then the paragraphs in
+    order separated by blank lines; line breaks are written as ``\\n``. Each question
+    gets ``doc`` = that file name, ``region`` = the paragraph's (start, end) character
+    offsets in the file's text as read back in UTF-8, and ``answers`` = the distinct
+    stripped answer texts; v2.0 ``is_impossible`` questions get ``answers=[]``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(_read_text(path, "SQuAD file"))
+    except ValueError as exc:
+        raise QAError(f"{path}: bad JSON: {exc}") from None
+
+    def malformed(where: str, problem: str) -> QAError:
+        return QAError(f"{path}: not SQuAD JSON: {where} {problem}")
+
+    def checked(obj: Any, name: str, kind: type, where: str) -> Any:
+        if not isinstance(obj, dict):
+            raise malformed(where, "is not an object")
+        if not isinstance(obj.get(name), kind):
+            raise malformed(where, f"has no '{name}' {'list' if kind is list else 'string'}")
+        return obj[name]
+
+    files: dict[str, str] = {}
+    taken: set[str] = set()
+    questions: list[Question] = []
+    seen: set[str] = set()
+    for a, article in enumerate(checked(data, "data", list, "the top level")):
+        where = f"data[{a}]"
+        title = _squad_title(checked(article, "title", str, where))
+        name = _unique_name(_slug(title, f"article-{a + 1}"), taken)
+        parts = [f"# {title}\n\n"]
+        offset = len(parts[0])
+        for p, paragraph in enumerate(checked(article, "paragraphs", list, where)):
+            pwhere = f"{where}.paragraphs[{p}]"
+            context = _clean_text(checked(paragraph, "context", str, pwhere))
+            if p:
+                parts.append("\n\n")
+                offset += 2
+            region = (offset, offset + len(context))
+            parts.append(context)
+            offset += len(context)
+            for q, qa in enumerate(checked(paragraph, "qas", list, pwhere)):
+                qwhere = f"{pwhere}.qas[{q}]"
+                qid = checked(qa, "id", str, qwhere)
+                if qid in seen:
+                    raise malformed(qwhere, f"repeats id '{qid}'")
+                seen.add(qid)
+                texts = []
+                for n, answer in enumerate(checked(qa, "answers", list, qwhere)):
+                    texts.append(_clean_text(checked(answer, "text", str, f"{qwhere}.answers[{n}]")).strip())
+                answers = [] if qa.get("is_impossible") is True else _distinct(texts)
+                questions.append(
+                    Question(
+                        id=qid,
+                        question=checked(qa, "question", str, qwhere).strip(),
+                        answers=answers,
+                        doc=name,
+                        region=region,
+                    )
+                )
+        parts.append("\n")
+        files[name] = "".join(parts)
+    if not questions:
+        raise QAError(f"{path}: no questions")
+    _sync_corpus(Path(corpus_dir), files)
+    return questions
+
+
+def _beir_field(row: dict[str, Any], name: str, where: str, required: bool = True) -> str:
+    if name not in row or row[name] is None:
+        if required:
+            raise QAError(f"{where}: missing field '{name}'")
+        return ""
+    value = row[name]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise QAError(f"{where}: field '{name}' must be a string, got {_type_name(value)}")
+    return value
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels ``query-id<TAB>corpus-id<TAB>score`` (header optional) as nested dicts."""
+    qrels: dict[str, dict[str, int]] = {}
+    for number, line in enumerate(_read_text(path, "BEIR qrels file").split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if number == 1 and fields[0] == "query-id":
+            continue
+        if len(fields) != 3:
+            raise QAError(f"{path}:{number}: expected 3 tab-separated fields, got {len(fields)}")
+        query, doc, grade = fields
+        try:
+            qrels.setdefault(query, {})[doc] = int(grade)
+        except ValueError:
+            raise QAError(f"{path}:{number}: score '{grade}' is not an integer") from None
+    return qrels
+
+
+def load_beir(folder: Path, corpus_dir: Path, split: str = "test") -> list[Question]:
+    """Load a BEIR dataset folder, writing its corpus into corpus_dir.
+
+    Reads ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
+    ``text``) and ``qrels/<split>.tsv``. Each corpus entry becomes ``<safe _id>.txt``
+    (``-2``... on a clash): ``# title`` and a blank line when there is a title, then the
+    text; entries with neither are not written. BEIR is retrieval-only: questions have
+    ``answers=[]``, ``doc=None`` and ``relevant`` = {file name: grade} for grades > 0,
+    so they score retrieval metrics but not answers or abstention. Only queries with at least one positive grade are
+    returned, in ``queries.jsonl`` order; qrels of queries missing from
+    ``queries.jsonl`` are ignored, and judged ids missing from the corpus keep the file
+    name they would have had (they count in recall and ideal DCG, as in pytrec_eval).
+    """
+    folder = Path(folder)
+    paths = {
+        "corpus": folder / "corpus.jsonl",
+        "queries": folder / "queries.jsonl",
+        "qrels": folder / "qrels" / f"{split}.tsv",
+    }
+    for path in paths.values():
+        if not path.is_file():
+            raise QAError(f"BEIR folder {folder}: missing {path.relative_to(folder).as_posix()}")
+
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    files: dict[str, str] = {}
+    for number, row in _json_lines(paths["corpus"], "BEIR corpus"):
+        where = f"{paths['corpus']}:{number}"
+        doc_id = _beir_field(row, "_id", where)
+        if doc_id in names:
+            raise QAError(f"{where}: duplicate _id '{doc_id}'")
+        title = " ".join(_clean_text(_beir_field(row, "title", where, required=False)).split())
+        text = _clean_text(_beir_field(row, "text", where))
+        names[doc_id] = name = _unique_name(_safe_id(doc_id), taken)
+        if title or text.strip():
+            files[name] = (f"# {title}\n\n" if title else "") + text + "\n"
+
+    qrels = _read_qrels(paths["qrels"])
+    questions: list[Question] = []
+    seen: set[str] = set()
+    for number, row in _json_lines(paths["queries"], "BEIR queries"):
+        where = f"{paths['queries']}:{number}"
+        qid = _beir_field(row, "_id", where)
+        if qid in seen:
+            raise QAError(f"{where}: duplicate _id '{qid}'")
+        seen.add(qid)
+        text = _beir_field(row, "text", where).strip()
+        relevant = {
+            names.get(doc_id) or f"{_safe_id(doc_id)}.txt": grade
+            for doc_id, grade in qrels.get(qid, {}).items()
+            if grade > 0
+        }
+        if not relevant:
+            continue
+        if not text:
+            raise QAError(f"{where}: field 'text' is empty")
+        questions.append(Question(id=qid, question=text, answers=[], relevant=relevant))
+    if not questions:
+        raise QAError(f"BEIR folder {folder}: no queries with qrels in {split}")
+    _sync_corpus(Path(corpus_dir), files)
+    return questions
+
+
+def load_question_set(path: Path, fmt: str, corpus_dir: Path | None) -> list[Question]:
+    """Load a question set of format ``jsonl``, ``squad`` or ``beir``.
+
+    ``squad`` and ``beir`` write their documents into corpus_dir, which they need;
+    ``jsonl`` ignores it.
+    """
+    if fmt not in FORMATS:
+        raise QAError(f"unknown format '{fmt}': expected jsonl, squad or beir")
+    if fmt == "jsonl":
+        return load_questions(Path(path))
+    if corpus_dir is None:
+        raise QAError(f"format '{fmt}' needs a corpus folder to write its documents into")
+    if fmt == "squad":
+        return load_squad(Path(path), Path(corpus_dir))
+    return load_beir(Path(path), Path(corpus_dir))
