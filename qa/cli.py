@@ -1,0 +1,162 @@
+"""The `qa` command: index, ask, eval, serve.
+
+Heavy libraries are imported only by the commands that need them, so `qa ask`
+starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from qa.config import BACKENDS, FAISS_KINDS, FUSIONS, MODES, PRECISIONS, Settings, load_saved
+from qa.types import QAError
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool = True) -> None:
+    """The knobs of ``Settings`` as options (defaults shown by --help)."""
+    d = Settings()
+    g = parser.add_argument_group("corpus and index")
+    g.add_argument("--corpus", type=Path, help=f"folder of documents (default: {d.corpus})")
+    g.add_argument("--index", type=Path, help=f"index folder (default: {d.index})")
+    g.add_argument("--model", help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
+    g.add_argument("--backend", choices=BACKENDS, help=f"encoder runtime (default: {d.backend})")
+    g.add_argument("--precision", choices=PRECISIONS, help=f"indexing precision (default: {d.precision})")
+    g.add_argument("--batch-size", type=int, help=f"encoding batch size (default: {d.batch_size})")
+    g.add_argument("--sentences", dest="sentences_per_passage", type=int,
+                   help=f"sentences per passage (default: {d.sentences_per_passage})")
+    g.add_argument("--overlap", type=int, help=f"sentences shared by neighbouring passages (default: {d.overlap})")
+    g.add_argument("--faiss", choices=FAISS_KINDS, help=f"dense index type (default: {d.faiss}: exact below "
+                   f"{d.hnsw_min:,} passages, HNSW above)")
+    g.add_argument("--hnsw-min", type=int, help=f"passages from which auto picks HNSW (default: {d.hnsw_min})")
+    g.add_argument("--ef-search", dest="hnsw_ef_search", type=int, help=f"HNSW search depth (default: {d.hnsw_ef_search})")
+    if not retrieval:
+        return
+    g = parser.add_argument_group("retrieval and answers")
+    g.add_argument("--mode", choices=MODES, help=f"retrieval mode (default: {d.mode})")
+    g.add_argument("--fusion", choices=FUSIONS, help=f"hybrid fusion method (default: {d.fusion})")
+    g.add_argument("--rrf-k", type=int, help=f"reciprocal rank fusion constant (default: {d.rrf_k})")
+    g.add_argument("--dense-weight", type=float, help=f"weighted fusion: weight of dense scores (default: {d.dense_weight})")
+    g.add_argument("--candidates", type=int, help=f"hits taken from each retriever before fusion (default: {d.candidates})")
+    g.add_argument("-k", dest="k", type=int, help=f"passages retrieved and cited (default: {d.k})")
+    g.add_argument("--threshold", type=float, help="abstain below this confidence (default: calibrated value "
+                   f"saved in the index, else {d.threshold})")
+    g.add_argument("--max-answers", type=int, help=f"most answers shown (default: {d.max_answers})")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults, then what calibration saved in the index folder, then the command line."""
+    base = Settings()
+    base = base.replace(corpus=getattr(args, "corpus", None), index=getattr(args, "index", None))
+    base = load_saved(base)
+    names = [f for f in vars(Settings()) if f not in ("corpus", "index")]
+    settings = base.replace(**{n: getattr(args, n, None) for n in names})
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if s.k < 1 or s.candidates < 1:
+        raise QAError("-k and --candidates must be at least 1")
+    if s.sentences_per_passage < 1 or not 0 <= s.overlap < s.sentences_per_passage:
+        raise QAError("--sentences must be at least 1 and --overlap between 0 and sentences - 1")
+    if not 0.0 <= s.threshold <= 1.0:
+        raise QAError("--threshold must be between 0 and 1")
+    if not 0.0 <= s.dense_weight <= 1.0:
+        raise QAError("--dense-weight must be between 0 and 1")
+    if s.batch_size < 1 or s.max_answers < 1 or s.rrf_k < 1:
+        raise QAError("--batch-size, --max-answers and --rrf-k must be at least 1")
+    if s.model and not Path(s.model).is_dir():
+        raise QAError(f"model folder not found: {s.model}")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from qa.index import build_index, staleness
+
+    settings = settings_from(args)
+    reason = staleness(settings) if not args.rebuild else "rebuild asked for"
+    if reason is None:
+        print(f"index in {settings.index} is up to date with {settings.corpus}", file=sys.stderr)
+        return 0
+    build_index(settings, rebuild=args.rebuild, progress=not args.quiet)
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from qa.pipeline import ask, check_question, open_engine
+    from qa.present import to_json, to_text
+
+    settings = settings_from(args)
+    if args.question is not None:
+        questions = [check_question(" ".join(args.question))]
+    else:
+        questions = None
+    engine = open_engine(settings, progress=not args.quiet)
+    color = sys.stdout.isatty() and not args.json
+    failures = 0
+    for question in questions if questions is not None else (line.rstrip("\n") for line in sys.stdin):
+        if questions is None and not question.strip():
+            continue
+        try:
+            result = ask(engine, question)
+        except QAError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        print(to_json(result) if args.json else to_text(result, color=color) + "\n", flush=True)
+    return 1 if failures else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import ui
+
+    return ui.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qa", description="Ask questions of a folder of documents; "
+                                     "answers are quoted from the documents with citations.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="build or update the index of the corpus")
+    add_settings_arguments(p, retrieval=False)
+    p.add_argument("--rebuild", action="store_true", help="re-read every document (cached embeddings still reused)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("ask", help="answer questions (from the argument, or stdin one per line)")
+    p.add_argument("question", nargs="*", default=None, help="the question (omit to read questions from stdin)")
+    add_settings_arguments(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per question")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar when building the index")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("serve", help="start the chat web page")
+    add_settings_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.set_defaults(func=cmd_serve)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "question", None) == []:
+        args.question = None
+    try:
+        return args.func(args)
+    except QAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

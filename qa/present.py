@@ -1,0 +1,93 @@
+"""Step 6: show a Result — as terminal text, as JSON, or as HTML pieces for the web page."""
+
+from __future__ import annotations
+
+import html
+import json
+import textwrap
+
+from qa.types import Answer, Citation, Result
+
+SNIPPET_CHARS = 300
+
+
+def confidence_label(score: float) -> str:
+    return "high" if score >= 0.6 else "medium" if score >= 0.45 else "low"
+
+
+def to_json(result: Result) -> str:
+    """One JSON object, the CLI's ``--json`` line."""
+    return json.dumps(to_dict(result), ensure_ascii=False)
+
+
+def to_dict(result: Result) -> dict:
+    return {
+        "question": result.question,
+        "answers": [
+            {"text": a.text, "span": a.span, "score": a.score, "citation": a.citation, "start": a.start, "end": a.end}
+            for a in result.answers
+        ],
+        "citations": [
+            {"n": c.n, "doc": c.doc, "title": c.title, "passage": c.passage, "start": c.start, "end": c.end,
+             "line": c.line, "text": c.text}
+            for c in result.citations
+        ],
+        "mode": result.mode,
+        "timings_ms": result.timings_ms,
+    }
+
+
+def to_text(result: Result, *, color: bool = False) -> str:
+    """Terminal text: answers with the span marked, score, then numbered citations with snippets."""
+    bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
+    lines = [f"Q: {result.question}"]
+    if result.abstained:
+        lines.append(f"A: {result.message}")
+    for i, a in enumerate(result.answers):
+        label = "A:" if i == 0 else "  also:"
+        lines.append(f"{label} {mark_span(a, '**', '**', bold, reset)} [{a.citation}]")
+        lines.append(f"   {dim}score {a.score:.2f} ({confidence_label(a.score)}){reset}")
+    if result.citations:
+        lines.append("")
+    for c in result.citations:
+        lines.append(f"[{c.n}] {c.title} — {c.doc}:{c.line}")
+        lines.append(textwrap.indent(textwrap.fill(snippet(c), 88), "    " + dim) + reset)
+    return "\n".join(lines)
+
+
+def mark_span(answer: Answer, left: str, right: str, on: str = "", off: str = "") -> str:
+    """The answer text with its span wrapped in markers."""
+    if answer.span_start is None or answer.span_end is None:
+        return answer.text
+    a = answer.span_start - answer.start
+    b = answer.span_end - answer.start
+    return f"{answer.text[:a]}{on}{left}{answer.text[a:b]}{right}{off}{answer.text[b:]}"
+
+
+def snippet(c: Citation, limit: int = SNIPPET_CHARS) -> str:
+    text = " ".join(c.text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + " …"
+
+
+def answer_html(answer: Answer) -> str:
+    """The answer sentence, HTML-escaped, with its span in <mark>."""
+    if answer.span_start is None or answer.span_end is None:
+        return html.escape(answer.text)
+    a = answer.span_start - answer.start
+    b = answer.span_end - answer.start
+    t = answer.text
+    return f"{html.escape(t[:a])}<mark>{html.escape(t[a:b])}</mark>{html.escape(t[b:])}"
+
+
+def passage_html(c: Citation, answers: list[Answer]) -> str:
+    """The cited passage, HTML-escaped, with the sentences answered from it in <mark>."""
+    marks = sorted((max(a.start, c.start), min(a.end, c.end)) for a in answers if a.citation == c.n)
+    out, pos = [], c.start
+    for s, e in marks:
+        if s < pos or e <= s:
+            continue
+        out.append(html.escape(c.text[pos - c.start : s - c.start]))
+        out.append(f"<mark>{html.escape(c.text[s - c.start : e - c.start])}</mark>")
+        pos = e
+    out.append(html.escape(c.text[pos - c.start :]))
+    return "".join(out).replace("\n", "<br>")

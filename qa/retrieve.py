@@ -1,0 +1,144 @@
+"""Step 4: find the passages for a query: BM25, dense (FAISS) or both fused."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from qa.bm25 import bm25_top
+from qa.config import FUSIONS, MODES, Settings
+from qa.index import Index
+from qa.tokenize import tokenize
+from qa.types import Hit, QAError
+
+# Words that point back to an earlier question ("Which port do they arrive at?").
+_ANAPHORA = re.compile(
+    r"\b(they|them|their|theirs|it|its|there|those|these|that|this|he|she|him|her|his|such|the same)\b", re.I
+)
+
+
+@dataclass
+class Retrieval:
+    hits: list[Hit]
+    query_vector: np.ndarray | None  # (dim,) float32, when the query was encoded
+    timings_ms: dict[str, float]
+
+
+def contextualize(question: str, history: list[str]) -> str:
+    """The retrieval query for a question asked after ``history`` (earlier questions, oldest first).
+
+    A follow-up that refers back ("they", "there", …) or names little of its own borrows
+    the previous question, so "Which port do they arrive at?" after a question about
+    Iranian drones searches for both.
+    """
+    previous = [h for h in history if h.strip()]
+    if not previous:
+        return question
+    if _ANAPHORA.search(question) or len(tokenize(question)) <= 2:
+        return f"{question} {previous[-1]}"
+    return question
+
+
+def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval:
+    """The top ``settings.k`` passages for ``query`` by ``settings.mode``."""
+    if settings.mode not in MODES:
+        raise QAError(f"unknown mode '{settings.mode}': expected one of {', '.join(MODES)}")
+    if settings.fusion not in FUSIONS:
+        raise QAError(f"unknown fusion '{settings.fusion}': expected one of {', '.join(FUSIONS)}")
+    timings: dict[str, float] = {}
+    n = len(index.passages)
+    depth = min(n, max(settings.candidates, settings.k))
+    sparse = dense = None
+    qvec = None
+    if settings.mode in ("bm25", "hybrid"):
+        t = time.perf_counter()
+        sparse = bm25_top(index.bm25, tokenize(query), depth)
+        timings["bm25"] = _ms(t)
+    if settings.mode in ("dense", "hybrid"):
+        t = time.perf_counter()
+        qvec = encoder.encode([query])[0]
+        timings["encode"] = _ms(t)
+        t = time.perf_counter()
+        dense = dense_top(index, qvec, depth)
+        timings["faiss"] = _ms(t)
+    t = time.perf_counter()
+    if settings.mode == "bm25":
+        ranked = list(zip(sparse[0].tolist(), sparse[1].tolist()))
+    elif settings.mode == "dense":
+        ranked = list(zip(dense[0].tolist(), dense[1].tolist()))
+    else:
+        sentences = sentence_rerank(index, qvec, np.union1d(sparse[0], dense[0]))
+        if settings.fusion == "rrf":
+            ranked = rrf([sparse[0].tolist(), dense[0].tolist(), sentences[0].tolist()], settings.rrf_k)
+        else:
+            w = settings.dense_weight
+            ranked = weighted_fusion([sparse, dense, sentences], [1 - w, w / 2, w / 2])
+    raw = {"bm25": dict(zip(*sparse)) if sparse else {}, "dense": dict(zip(*dense)) if dense else {}}
+    hits = [
+        Hit(
+            row=row,
+            passage=index.passages[row],
+            score=float(score),
+            rank=rank,
+            scores={name: float(s[row]) for name, s in raw.items() if row in s},
+        )
+        for rank, (row, score) in enumerate(ranked[: settings.k])
+    ]
+    timings["fusion"] = _ms(t)
+    return Retrieval(hits, qvec, timings)
+
+
+def dense_top(index: Index, qvec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and inner-product scores of the k nearest passages, best first."""
+    scores, rows = index.dense.search(np.ascontiguousarray(qvec[None, :], dtype=np.float32), k)
+    keep = rows[0] >= 0
+    return rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float64)
+
+
+def sentence_rerank(index: Index, qvec: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate passages ranked by their best sentence's similarity to the query.
+
+    Passage embeddings blur a passage's several topics; the best single sentence is a
+    sharper signal of whether the passage answers the question.
+    """
+    if len(rows) == 0:
+        return rows.astype(np.int64), np.zeros(0)
+    best = np.array([float(np.max(index.sentence_vectors_of(int(r)) @ qvec, initial=-1.0)) for r in rows])
+    order = np.lexsort((rows, -best))
+    return rows[order].astype(np.int64), best[order]
+
+
+def rrf(rankings: list[list[int]], k: int = 60) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank), rank from 1.
+
+    Ties are broken by the best single rank, then by row, so the order is deterministic.
+    """
+    scores: dict[int, float] = {}
+    best: dict[int, int] = {}
+    for ranking in rankings:
+        for rank, row in enumerate(ranking, start=1):
+            scores[row] = scores.get(row, 0.0) + 1.0 / (k + rank)
+            best[row] = min(best.get(row, rank), rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], item[0]))
+
+
+def weighted_fusion(
+    results: list[tuple[np.ndarray, np.ndarray]], weights: list[float]
+) -> list[tuple[int, float]]:
+    """Weighted sum of min-max normalised scores; a passage missing from a list scores 0 there."""
+    fused: dict[int, float] = {}
+    for (rows, scores), weight in zip(results, weights):
+        if len(rows) == 0:
+            continue
+        lo, hi = float(np.min(scores)), float(np.max(scores))
+        norm = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+        for row, s in zip(rows.tolist(), norm.tolist()):
+            fused[row] = fused.get(row, 0.0) + weight * s
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _ms(t: float) -> float:
+    return (time.perf_counter() - t) * 1000.0
