@@ -52,7 +52,7 @@ class Settings:
     k: int = 5  # passages returned and cited
 
     # answering
-    threshold: float = 0.35  # abstain when the best answer scores below this
+    threshold: float = 0.49  # abstain when the best answer scores below this (qa eval --calibrate)
     max_answers: int = 3
 
     @property
