@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 import uuid
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,8 +236,11 @@ def _reusable(folder: Path, signature: dict, rebuild: bool) -> tuple[dict | None
         manifest = read_manifest(folder)
         if manifest is None or manifest.get("signature") != signature:
             return None, {}
+        gen = _current_generation(folder)
+        if _file_digest(gen / "passages.json") != manifest["files"]["passages.json"]:
+            return None, {}  # damaged: never carry its passages into a new generation
         by_doc: dict[str, list[Passage]] = {}
-        for p in _read_passages(_current_generation(folder)):
+        for p in _read_passages(gen):
             by_doc.setdefault(p.doc, []).append(p)
         return manifest, by_doc
     except (QAError, OSError, ValueError, KeyError, TypeError):
@@ -285,12 +289,16 @@ def _encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, 
         log(f"index: encoding {len(missing)} texts" + (f" ({done} from cache)" if done else ""))
         bar = _progress(len(missing), progress)
         for at in range(0, len(missing), CACHE_SHARD):
-            chunk = missing[at : at + CACHE_SHARD]
-            vecs = encoder.encode([texts[i] for i in chunk], batch_size=batch_size).astype(np.float16)
+            chunk = sorted(missing[at : at + CACHE_SHARD], key=lambda i: len(texts[i]))  # less padding
+            parts = []
+            for b in range(0, len(chunk), batch_size):
+                batch = [texts[i] for i in chunk[b : b + batch_size]]
+                parts.append(encoder.encode(batch, batch_size=batch_size).astype(np.float16))
+                bar(len(batch))
+            vecs = np.concatenate(parts)
             chunk_keys = [keys[i] for i in chunk]
             _write_shard(cache_dir, chunk_keys, vecs)
             cache.update(zip(chunk_keys, vecs))
-            bar(len(chunk))
         bar(0, close=True)
     return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
 
@@ -316,7 +324,7 @@ def _read_cache(cache_dir: Path) -> dict[str, np.ndarray]:
         try:
             with np.load(shard) as data:
                 cache.update(zip(data["keys"].tolist(), data["vecs"]))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             shard.unlink(missing_ok=True)  # a torn shard from a crash: its texts are encoded again
     return cache
 

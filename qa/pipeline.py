@@ -21,10 +21,14 @@ class Engine:
     encoder: object
 
 
-def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progress: bool = True) -> Engine:
-    """Load the index (building it first if missing or stale, unless ``build`` is False) and the encoder."""
+def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progress: bool = True,
+                encoder=None) -> Engine:
+    """Load the index (building it first if missing or stale, unless ``build`` is False) and the encoder.
+
+    Pass ``encoder`` (e.g. the previous engine's) to reuse an already loaded query encoder.
+    """
     index = ensure_index(settings, log=log, progress=progress) if build else load_index(settings)
-    return Engine(settings, index, query_encoder(settings))
+    return Engine(settings, index, encoder or query_encoder(settings))
 
 
 def query_encoder(settings: Settings):

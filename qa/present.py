@@ -34,6 +34,7 @@ def to_dict(result: Result) -> dict:
         ],
         "mode": result.mode,
         "timings_ms": result.timings_ms,
+        "message": result.message,
     }
 
 
