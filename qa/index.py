@@ -436,7 +436,10 @@ def _locked(folder: Path) -> Iterator[None]:
     """One build at a time per index folder (other processes wait)."""
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise QAError(f"cannot create the index folder {folder}: {e.strerror}") from e
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

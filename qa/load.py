@@ -55,6 +55,8 @@ def load_document(path: Path, corpus: Path) -> Document:
         raw = _decode(data, path)
         if suffix in (".html", ".htm"):
             title, text = _read_html(raw)
+        elif suffix in (".md", ".markdown"):
+            title, text = _markdown_title(raw), raw
         else:
             title, text = None, raw
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -103,6 +105,17 @@ def _decode(data: bytes, path: Path) -> str:
     except UnicodeDecodeError as e:
         raise QAError(f"{path.name}: not UTF-8 or Windows-1252 text") from e
     return text
+
+
+def _markdown_title(raw: str) -> str | None:
+    """The front matter's ``title:``, else the first ``#`` heading."""
+    front = re.match(r"---\s*\n(.*?)\n---\s*\n", raw, re.S)
+    if front:
+        m = re.search(r"^title:\s*[\"']?(.+?)[\"']?\s*$", front.group(1), re.M)
+        if m:
+            return m.group(1)[:MAX_TITLE_CHARS]
+    m = re.search(r"^#{1,6}\s+(.+?)\s*#*\s*$", raw[front.end() if front else 0 :], re.M)
+    return m.group(1)[:MAX_TITLE_CHARS] if m else None
 
 
 def _first_line_title(text: str) -> str:

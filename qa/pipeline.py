@@ -43,7 +43,7 @@ def check_question(question: str) -> str:
     """The question, stripped; QAError when it is empty or too long."""
     if not isinstance(question, str) or not question.strip():
         raise QAError("the question is empty")
-    question = question.strip()
+    question = question.strip().encode("utf-8", "replace").decode("utf-8")  # undecodable bytes from argv/stdin
     if len(question) > MAX_QUESTION_CHARS:
         raise QAError(f"the question is too long ({len(question):,} characters; at most {MAX_QUESTION_CHARS:,})")
     return question

@@ -20,6 +20,8 @@ ABBREVIATIONS = frozenset(
     jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun
     vs etc al e.g i.e cf viz ca""".split()
 )
+# Abbreviations that are also ordinary lowercase words ("no", "sun", "art").
+WORD_ABBREVIATIONS = frozenset("no nos sat sun art est co ch sec p pp fig figs vol vols al ca gen col rev".split())
 # After a dotted acronym such as "U.S." a sentence ends only if one of these words follows.
 SENTENCE_STARTERS = frozenset(
     """the a an this that these those it its in on at but and however he she they we i there as
@@ -130,13 +132,14 @@ def _is_boundary(text: str, dot_start: int, end: int, block_end: int) -> bool:
         return False  # "e.g. the", "approx. five": a lowercase continuation
     if text[dot_start] != ".":
         return True
-    before = _WORD_BEFORE.search(text, 0, dot_start + 1)
+    before = _WORD_BEFORE.search(text, max(0, dot_start - 64), dot_start + 1)
     token = before.group(1) if before else ""
     bare = token.lstrip("\"'“‘([").rstrip(".")
     if _DOTTED_ACRONYM.match(token.lstrip("\"'“‘([")):
         return word.strip("\"'“‘(").lower().rstrip(",") in SENTENCE_STARTERS
     if bare.lower() in ABBREVIATIONS:
-        return False
+        # "said no. Russia", "the sun. It": plain words, so a sentence ends
+        return bare.lower() in WORD_ABBREVIATIONS and bare.islower() and not word[0].isdigit()
     if len(bare) == 1 and bare.isupper():
         return False  # an initial, as in "J. Smith"
     return True
