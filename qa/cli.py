@@ -114,8 +114,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return ui.main(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qa", description="Ask questions of a folder of documents; "
+    parser = _Parser(prog="qa", description="Ask questions of a folder of documents; "
                                      "answers are quoted from the documents with citations.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
