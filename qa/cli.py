@@ -108,6 +108,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from qa.evaluate import run_eval
+
+    return run_eval(args, settings_from(args))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import ui
 
@@ -144,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     p.set_defaults(func=cmd_serve)
+
+    from qa.evaluate import add_eval_arguments
+    p = sub.add_parser("eval", help="score question sets or benchmarks, per retrieval mode")
+    add_eval_arguments(p)
+    add_settings_arguments(p)
+    p.set_defaults(func=cmd_eval)
 
     return parser
 
