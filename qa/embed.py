@@ -365,6 +365,9 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path) -> Encoder:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Threads sleep between runs instead of spinning: a spinning thread steals the core
+    # another process (or the other encoding thread) needs, doubling query latency under load.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # a damaged cache file: the user can delete it

@@ -92,8 +92,19 @@ def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval
 
 
 def dense_top(index: Index, qvec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and inner-product scores of the k nearest passages, best first."""
-    scores, rows = index.dense.search(np.ascontiguousarray(qvec[None, :], dtype=np.float32), k)
+    """Rows and inner-product scores of the k nearest passages, best first.
+
+    One query runs on one OpenMP thread: a second thread gains little for one vector, and
+    OpenMP's barriers cost tens of milliseconds when the other core is busy.
+    """
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        scores, rows = index.dense.search(np.ascontiguousarray(qvec[None, :], dtype=np.float32), k)
+    finally:
+        faiss.omp_set_num_threads(threads)
     keep = rows[0] >= 0
     return rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float64)
 
@@ -102,13 +113,23 @@ def sentence_rerank(index: Index, qvec: np.ndarray, rows: np.ndarray) -> tuple[n
     """The candidate passages ranked by their best sentence's similarity to the query.
 
     Passage embeddings blur a passage's several topics; the best single sentence is a
-    sharper signal of whether the passage answers the question.
+    sharper signal of whether the passage answers the question. All candidates' sentence
+    vectors are gathered at once and scored with one matrix-vector product.
     """
+    rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
-        return rows.astype(np.int64), np.zeros(0)
-    best = np.array([float(np.max(index.sentence_vectors_of(int(r)) @ qvec, initial=-1.0)) for r in rows])
+        return rows, np.zeros(0)
+    starts = index.sentence_ptr[rows]
+    lens = index.sentence_ptr[rows + 1] - starts
+    firsts = np.cumsum(lens) - lens  # where each candidate's sentences start in the gathered block
+    pos = np.repeat(starts - firsts, lens) + np.arange(int(lens.sum()))
+    sims = np.asarray(index.sentence_vectors[index.sentence_rows[pos]], dtype=np.float32) @ qvec
+    best = np.full(len(rows), -1.0)
+    has = lens > 0
+    if has.any():
+        best[has] = np.maximum(np.maximum.reduceat(sims, firsts[has]).astype(np.float64), -1.0)
     order = np.lexsort((rows, -best))
-    return rows[order].astype(np.int64), best[order]
+    return rows[order], best[order]
 
 
 def rrf(rankings: list[list[int]], k: int = 60) -> list[tuple[int, float]]:

@@ -57,6 +57,7 @@ def split_document(doc: Document, sentences_per_passage: int = 4, overlap: int =
         raise ValueError("overlap must be at least 0 and less than sentences_per_passage")
     sents = sentence_spans(doc.text)
     passages: list[Passage] = []
+    line, counted = 1, 0  # the line number of offset ``counted``; passages start in increasing order
     i = 0
     while i < len(sents):
         j = i + 1
@@ -67,13 +68,15 @@ def split_document(doc: Document, sentences_per_passage: int = 4, overlap: int =
         ):
             j += 1
         start, end = sents[i][0], sents[j - 1][1]
+        line += doc.text.count("\n", counted, start)
+        counted = start
         passages.append(
             Passage(
                 doc=doc.id,
                 ordinal=len(passages),
                 start=start,
                 end=end,
-                line=doc.text.count("\n", 0, start) + 1,
+                line=line,
                 text=doc.text[start:end],
                 sentences=tuple(sents[i:j]),
             )

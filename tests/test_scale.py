@@ -99,10 +99,10 @@ def test_auto_builds_hnsw_at_and_above_the_threshold_and_flat_below(corpus, tmp_
 
     idx = load_index(s_above)
     dense = faiss.downcast_index(idx.dense)
-    assert isinstance(dense, faiss.IndexHNSWFlat)
+    assert isinstance(dense, faiss.IndexHNSWSQ)  # float16 storage
     assert dense.ntotal == n
     assert dense.hnsw.efSearch == s_above.hnsw_ef_search  # the settings' efSearch is applied on load
-    assert isinstance(faiss.downcast_index(load_index(s_below).dense), faiss.IndexFlatIP)
+    assert isinstance(faiss.downcast_index(load_index(s_below).dense), faiss.IndexScalarQuantizer)
 
 
 def test_ivf_index_builds_loads_and_searches(corpus, tmp_path):
@@ -110,7 +110,7 @@ def test_ivf_index_builds_loads_and_searches(corpus, tmp_path):
     assert manifest["faiss"] == "ivf"
     idx = load_index(settings)
     dense = faiss.downcast_index(idx.dense)
-    assert isinstance(dense, faiss.IndexIVFFlat)
+    assert isinstance(dense, faiss.IndexIVFScalarQuantizer)
     assert dense.ntotal == manifest["passages"]
     assert dense.nprobe == max(8, dense.nlist // 8)
     # every stored vector finds itself (direct map for reconstruct; search over the probed lists)
