@@ -163,12 +163,12 @@ def bench_size(n: int, args, out: Path, chunks, settings: dict, pool_dirs: list[
             say(f"{name}: rebuilding the index of {args.reuse_index} from its embedding cache (no encoding)")
             shutil.rmtree(work / "index", ignore_errors=True)
             shutil.copytree(src / "index" / "cache", work / "index" / "cache")
-            base = {"corpus": str(src / "corpus"), "index": str(work / "index"), "settings": settings, "patches": args.patch}
+            base = {"corpus": str(src / "corpus"), "index": str(work / "index"), "settings": settings}
             res["build"] = run_worker("build", {**base, "keep_cache": True}, work)
             res["build"]["from_cache_of"] = str(src)
         else:
             say(f"{name}: reusing the corpus and index of {args.reuse_index} (no build)")
-            base = {"corpus": str(src / "corpus"), "index": str(src / "index"), "settings": settings, "patches": args.patch}
+            base = {"corpus": str(src / "corpus"), "index": str(src / "index"), "settings": settings}
     else:
         say(f"{name}: corpus")
         t = time.perf_counter()
@@ -179,7 +179,7 @@ def bench_size(n: int, args, out: Path, chunks, settings: dict, pool_dirs: list[
         res = {"size": name, "target_passages": n, "synthetic_vectors": synthetic, "measured": time.strftime("%Y-%m-%d %H:%M"),
                "corpus": {"passages": c.passages, "docs": c.docs, "chars": c.chars, "copies": c.copies,
                           "questions_with_gold": len(c.questions), "seconds": time.perf_counter() - t}}
-        base = {"corpus": str(work / "corpus"), "index": str(work / "index"), "settings": settings, "patches": args.patch}
+        base = {"corpus": str(work / "corpus"), "index": str(work / "index"), "settings": settings}
         say(f"{name}: build ({'synthetic' if synthetic else 'real'} vectors)")
         res["build"] = run_worker("build", {**base, "synthetic": synthetic, "pool_dirs": pool_dirs if synthetic else []}, work)
     if not synthetic:
@@ -236,7 +236,7 @@ def cold_start(args, out: Path, settings: dict) -> dict:
               for q in seeds]
         say("default corpus: warm query latency")
         lat = run_worker("latency", {"corpus": str(tmp / "corpus"), "index": str(tmp / "index"), "settings": settings,
-                                     "questions": qs, "patches": args.patch, "repeat": args.repeat},
+                                     "questions": qs, "repeat": args.repeat},
                          out / "work" / "default")
         return {"index_seconds": index_s, "runs_s": times, "median_s": statistics.median(times),
                 "loadavg": loads, "first_answer_line": answer, "latency": lat}
@@ -318,9 +318,6 @@ def to_markdown(results: dict) -> str:
              f"faiss {mc['faiss']}, onnxruntime {mc['onnxruntime']}, numpy {mc['numpy']}. "
              f"Load average at the start of the last run: {', '.join(f'{x:.1f}' for x in mc['loadavg_at_start'])}; "
              f"latencies and throughputs move with the load of other jobs: see the load figures of each step.")
-    if results.get("patches"):
-        L.append("")
-        L.append(f"**Patched run** (proposed fixes applied in the workers): {', '.join(results['patches'])}.")
     if results.get("settings"):
         L.append("")
         L.append(f"**Settings changed from the defaults**: {results['settings']}.")
@@ -452,12 +449,11 @@ def to_markdown(results: dict) -> str:
         L += ["", "## Splitting vs document length", "",
               "`qa.split.split_document` on SQuAD articles of growing length (best of 3): a flat passages/s "
               "means splitting is linear in the document's length.", "",
-              "| document | chars | passages | seconds | passages/s | chars/s | with `split_line_count` s | identical |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| document | chars | passages | seconds | passages/s | chars/s |",
+              "|---|---|---|---|---|---|"]
         for d in results["splitscale"]["docs"]:
             L.append(f"| {d['doc']} | {d['chars']:,} | {d['passages']} | {d['seconds']:.4f} | "
-                     f"{d['passages_per_s']:,.0f} | {d['chars_per_s']:,.0f} | {d.get('patched_seconds', float('nan')):.4f} | "
-                     f"{d.get('patched_identical', '–')} |")
+                     f"{d['passages_per_s']:,.0f} | {d['chars_per_s']:,.0f} |")
 
     cs = results.get("cold_start")
     if cs:
@@ -498,7 +494,6 @@ def main(argv=None) -> int:
     p.add_argument("--cold-runs", type=int, default=5)
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each question per mode; p50/p95 are of the last run, 'best of' of the minimum (default: 3)")
-    p.add_argument("--patch", default="", help="comma-separated proposed fixes to apply in the workers (see patches.py)")
     p.add_argument("--doc-paragraphs", type=int, default=12, help="SQuAD paragraphs per document (default: 12)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hnsw-min", type=int, help="Settings.hnsw_min for the built indexes (default: the settings')")
@@ -509,12 +504,11 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="discard results of earlier runs in --out")
     p.add_argument("--reuse-index", metavar="OUT",
                    help="measure memory/latency on the corpora and indexes of an earlier run's --out (no build; "
-                        "its build figures are copied), e.g. to measure a --patch")
+                        "its build figures are copied), e.g. to re-measure after a change to qa/'s query path")
     p.add_argument("--rebuild", action="store_true",
                    help="with --reuse-index: rebuild the index from the earlier run's embedding cache (no encoding), "
-                        "for patches of the build")
+                        "e.g. after a change to how qa/ builds or stores the index")
     args = p.parse_args(argv)
-    args.patch = [x for x in args.patch.split(",") if x]
     sizes = sorted(parse_size(s) for s in args.sizes.split(",") if s.strip())
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -534,9 +528,9 @@ def main(argv=None) -> int:
             prev = json.loads((out / "results.json").read_text())
         except ValueError:
             prev = {}
-    if prev.get("patches", []) != args.patch or prev.get("settings", {}) != settings:
-        prev = {}  # never mix patched and unpatched figures, or different settings
-    results = {"machine": machine(), "patches": args.patch, "settings": settings, "sizes": prev.get("sizes", {}),
+    if prev.get("settings", {}) != settings:
+        prev = {}  # never mix figures measured with different settings
+    results = {"machine": machine(), "settings": settings, "sizes": prev.get("sizes", {}),
                "cold_start": prev.get("cold_start"), "splitscale": prev.get("splitscale"),
                "phases": prev.get("phases", {}), "bench_1k_10k_minutes": prev.get("bench_1k_10k_minutes")}
     if "total" in results["phases"]:  # written by an earlier version

@@ -25,8 +25,6 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-import patches  # noqa: E402
-
 
 def log(msg: str) -> None:
     print(f"    [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -160,13 +158,12 @@ class TimedEncoder:
 
 
 def task_build(args: dict) -> dict:
-    applied = patches.apply(args.get("patches"))
     import shutil
 
     import qa.index as qi
 
     settings = settings_of(args)
-    if args.get("keep_cache"):  # rebuild from the embedding cache (no encoding): for patches of later stages
+    if args.get("keep_cache"):  # rebuild from the embedding cache (no encoding): re-measures the stages after encoding
         for old in Path(settings.index).glob("gen-*"):
             shutil.rmtree(old)
         (Path(settings.index) / "CURRENT").unlink(missing_ok=True)
@@ -254,7 +251,6 @@ def task_build(args: dict) -> dict:
         tokens = {"mean": float(np.mean(lens)), "p95": pct(lens, 95), "max_seq_length": max_len,
                   "truncated_share": float(np.mean(np.asarray(lens) > max_len))}
     res = {
-        "patches": applied,
         "synthetic": bool(args.get("synthetic")),
         "passages": n,
         "docs": len(manifest["docs"]),
@@ -330,7 +326,6 @@ def _deep_size(objs, seen: set[int]) -> int:
 
 
 def task_memory(args: dict) -> dict:
-    applied = patches.apply(args.get("patches"))
     import faiss  # noqa: F401  (imports are not the index's memory)
     import qa.bm25  # noqa: F401
     import qa.index as qi
@@ -361,7 +356,6 @@ def task_memory(args: dict) -> dict:
     passage_objs = _deep_size(sample, seen) / len(sample) * n + sys.getsizeof(idx.passages)
     manifest = _deep_size([idx.manifest], set())
     res = {
-        "patches": applied,
         "passages": n,
         "load_seconds": load_s,
         "rss_before_mb": r0,
@@ -407,7 +401,6 @@ def task_memory(args: dict) -> dict:
 
 
 def task_latency(args: dict) -> dict:
-    applied = patches.apply(args.get("patches"))
     from corpus import GoldQuestion, is_gold
     from qa.metrics import contains_answer
     from qa.pipeline import ask, open_engine
@@ -422,7 +415,7 @@ def task_latency(args: dict) -> dict:
     n_warm = min(len(qs), args.get("warmup", 10))
     modes = args.get("modes", ["bm25", "dense", "hybrid"])
     repeat = max(1, int(args.get("repeat", 1)))
-    out: dict = {"patches": applied, "open_seconds": open_s, "faiss": engine.index.manifest["faiss"],
+    out: dict = {"open_seconds": open_s, "faiss": engine.index.manifest["faiss"],
                  "passages": len(engine.index.passages), "questions": len(qs), "modes": {}}
     for mode in modes:
         s = settings.replace(mode=mode)
@@ -528,7 +521,6 @@ def ann_check(engine, settings, questions: list[str], kinds: list[str]) -> dict:
 
 
 def task_precision(args: dict) -> dict:
-    patches.apply(args.get("patches"))
     import qa.index as qi
     from corpus import GoldQuestion, is_gold
     from qa.embed import cpu_count, load_encoder
@@ -644,13 +636,9 @@ def task_splitscale(args: dict) -> dict:
             t = time.perf_counter()
             a = split.split_document(doc)
             best = min(best, time.perf_counter() - t)
-        t = time.perf_counter()
-        b = patches.split_document_incremental_lines(doc)
-        t_patched = time.perf_counter() - t
         out.append({"doc": name, "chars": len(text), "passages": len(a), "seconds": best,
-                    "passages_per_s": len(a) / best, "chars_per_s": len(text) / best,
-                    "patched_seconds": t_patched, "patched_identical": a == b})
-        log(f"split {name}: {len(text)} chars, {best:.4f}s (split_line_count patch: {t_patched:.4f}s, identical {a == b})")
+                    "passages_per_s": len(a) / best, "chars_per_s": len(text) / best})
+        log(f"split {name}: {len(text)} chars, {len(a)} passages, {best:.4f}s")
     return {"docs": out}
 
 
