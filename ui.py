@@ -32,7 +32,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from qa.cli import add_settings_arguments, settings_from  # noqa: E402
+from qa.cli import OneLineParser, add_settings_arguments, settings_from  # noqa: E402
 from qa.config import MODES, Settings  # noqa: E402
 from qa.index import documents_summary, stderr_log  # noqa: E402
 from qa.load import SUFFIXES, file_hash, fingerprint, load_document  # noqa: E402
@@ -491,7 +491,7 @@ def main(args: argparse.Namespace | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``python ui.py``: those of ``qa serve``."""
-    parser = argparse.ArgumentParser(description="Serve the question-answering chat page.")
+    parser = OneLineParser(prog="ui.py", description="Serve the question-answering chat page.")
     parser.add_argument("--host", default=HOST, help=f"address to bind (default: {HOST}; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=PORT, help=f"port (default: {PORT})")
     add_settings_arguments(parser)

@@ -3,7 +3,7 @@
 Each sentence of the top passages is scored on four features:
 
 * ``sem``  — cosine similarity of question and sentence embeddings (precomputed at indexing);
-* ``lex``  — share of the question's terms (weighted by rarity) that the sentence contains;
+* ``lex``  — share of the question's terms (weighted by idf ** 1.5) that the sentence contains;
 * ``ret``  — how high retrieval ranked the sentence's passage;
 * ``kind`` — whether the sentence holds the kind of thing asked for: a number for
   "how many", a date for "when", a name for "who", a place for "where".
@@ -30,6 +30,9 @@ from qa.types import Answer, Citation, Hit
 WEIGHTS = {"sem": 0.50, "lex": 0.30, "ret": 0.15}
 # Multiplier when the question asks for a number, date, name or place and the sentence has none.
 MISSING_KIND = {"number": 0.5, "amount": 0.5, "date": 0.5, "name": 0.5, "place": 0.5}
+# ``lex`` weighs each question term by idf ** this: rare terms carry the question's specifics
+# (1.5 over 1.0: SQuAD dev accuracy +0.4 to +1.5 points per mode, seed set unchanged or better).
+LEX_IDF_POWER = 1.5
 PASSAGE_SHARE = 0.3  # share of ``sem`` taken from the whole passage's similarity (context)
 NOT_FOUND = "The documents do not answer this question. The nearest passages are listed below."
 
@@ -133,7 +136,7 @@ def score_sentences(question: str, query: str, hits: list[Hit], index: Index, qv
     kind = answer_kind(question)
     q_terms = set(tokenize(query))
     q_lower = question.lower()
-    weights = {t: _idf(index, t) for t in q_terms}
+    weights = {t: _idf(index, t) ** LEX_IDF_POWER for t in q_terms}
     total = sum(weights.values()) or 1.0
     best: dict[tuple[str, int], Candidate] = {}
     for hit in hits:

@@ -30,6 +30,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool =
     g.add_argument("--faiss", choices=FAISS_KINDS, help=f"dense index type (default: {d.faiss}: exact below "
                    f"{d.hnsw_min:,} passages, HNSW above)")
     g.add_argument("--hnsw-min", type=int, help=f"passages from which auto picks HNSW (default: {d.hnsw_min})")
+    g.add_argument("--hnsw-m", type=int, help=f"HNSW graph degree (default: {d.hnsw_m})")
     g.add_argument("--ef-search", dest="hnsw_ef_search", type=int, help=f"HNSW search depth (default: {d.hnsw_ef_search})")
     if not retrieval:
         return
@@ -37,7 +38,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool =
     g.add_argument("--mode", choices=MODES, help=f"retrieval mode (default: {d.mode})")
     g.add_argument("--fusion", choices=FUSIONS, help=f"hybrid fusion method (default: {d.fusion})")
     g.add_argument("--rrf-k", type=int, help=f"reciprocal rank fusion constant (default: {d.rrf_k})")
-    g.add_argument("--dense-weight", type=float, help=f"weighted fusion: weight of dense scores (default: {d.dense_weight})")
+    g.add_argument("--dense-weight", type=float, help=f"hybrid: share of the dense signals against BM25 (default: {d.dense_weight})")
     g.add_argument("--candidates", type=int, help=f"hits taken from each retriever before fusion (default: {d.candidates})")
     g.add_argument("-k", dest="k", type=int, help=f"passages retrieved and cited (default: {d.k})")
     g.add_argument("--threshold", type=float, help="abstain below this confidence (default: calibrated value "
@@ -67,6 +68,8 @@ def _check(s: Settings) -> None:
         raise QAError("--dense-weight must be between 0 and 1")
     if s.batch_size < 1 or s.max_answers < 1 or s.rrf_k < 1:
         raise QAError("--batch-size, --max-answers and --rrf-k must be at least 1")
+    if s.hnsw_m < 2 or s.hnsw_ef_search < 1 or s.hnsw_min < 1:
+        raise QAError("--hnsw-m must be at least 2, --ef-search and --hnsw-min at least 1")
     if s.model and not Path(s.model).is_dir():
         raise QAError(f"model folder not found: {s.model}")
 
@@ -120,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return ui.main(args)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line, like every other error."""
 
     def error(self, message: str):
@@ -128,7 +131,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qa", description="Ask questions of a folder of documents; "
+    parser = OneLineParser(prog="qa", description="Ask questions of a folder of documents; "
                                      "answers are quoted from the documents with citations.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

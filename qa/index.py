@@ -83,6 +83,8 @@ def index_signature(settings: Settings) -> dict:
         "sentences_per_passage": settings.sentences_per_passage,
         "overlap": settings.overlap,
         "faiss": settings.faiss,
+        "hnsw_min": settings.hnsw_min if settings.faiss == "auto" else None,
+        "hnsw_m": settings.hnsw_m,
     }
 
 

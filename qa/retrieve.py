@@ -71,11 +71,12 @@ def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval
         ranked = list(zip(dense[0].tolist(), dense[1].tolist()))
     else:
         sentences = sentence_rerank(index, qvec, np.union1d(sparse[0], dense[0]))
+        w = settings.dense_weight
+        weights = [1 - w, w / 2, w / 2]  # BM25; the two dense signals share the dense weight
         if settings.fusion == "rrf":
-            ranked = rrf([sparse[0].tolist(), dense[0].tolist(), sentences[0].tolist()], settings.rrf_k)
+            ranked = rrf([sparse[0].tolist(), dense[0].tolist(), sentences[0].tolist()], settings.rrf_k, weights)
         else:
-            w = settings.dense_weight
-            ranked = weighted_fusion([sparse, dense, sentences], [1 - w, w / 2, w / 2])
+            ranked = weighted_fusion([sparse, dense, sentences], weights)
     raw = {"bm25": dict(zip(*sparse)) if sparse else {}, "dense": dict(zip(*dense)) if dense else {}}
     hits = [
         Hit(
@@ -132,16 +133,17 @@ def sentence_rerank(index: Index, qvec: np.ndarray, rows: np.ndarray) -> tuple[n
     return rows[order], best[order]
 
 
-def rrf(rankings: list[list[int]], k: int = 60) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank), rank from 1.
+def rrf(rankings: list[list[int]], k: int = 60, weights: list[float] | None = None) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: score(d) = sum over rankings of weight / (k + rank), rank from 1.
 
-    Ties are broken by the best single rank, then by row, so the order is deterministic.
+    Without ``weights`` every ranking weighs 1. Ties are broken by the best single rank,
+    then by row, so the order is deterministic.
     """
     scores: dict[int, float] = {}
     best: dict[int, int] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights if weights is not None else [1.0] * len(rankings)):
         for rank, row in enumerate(ranking, start=1):
-            scores[row] = scores.get(row, 0.0) + 1.0 / (k + rank)
+            scores[row] = scores.get(row, 0.0) + weight / (k + rank)
             best[row] = min(best.get(row, rank), rank)
     return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], item[0]))
 

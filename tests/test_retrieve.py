@@ -56,6 +56,16 @@ def test_rrf_ties_are_deterministic_whatever_the_input_order():
     assert rrf([[4], [3]]) == [(3, pytest.approx(1 / 61)), (4, pytest.approx(1 / 61))]
 
 
+def test_rrf_weights_scale_each_ranking():
+    # row 1 tops the first ranking, row 2 the second: the heavier ranking's top wins
+    fused = rrf([[1, 2], [2, 1]], k=10, weights=[0.5, 0.25])
+    assert dict(fused)[1] == pytest.approx(0.5 / 11 + 0.25 / 12)
+    assert dict(fused)[2] == pytest.approx(0.5 / 12 + 0.25 / 11)
+    assert [row for row, _ in fused] == [1, 2]
+    assert [row for row, _ in rrf([[1, 2], [2, 1]], k=10, weights=[0.25, 0.5])] == [2, 1]
+    assert rrf([[1, 2], [2, 1]], k=10, weights=[1.0, 1.0]) == rrf([[1, 2], [2, 1]], k=10)
+
+
 def test_rrf_of_nothing():
     assert rrf([]) == []
     assert rrf([[], []]) == []
@@ -178,9 +188,10 @@ def test_hybrid_rrf_matches_a_hand_fusion_of_the_three_rankings(built):
     best = {r: float(np.max(index.sentence_vectors_of(r) @ q)) for r in set(bm_rank) | set(dense_rank)}
     sent_rank = sorted(best, key=lambda r: (-best[r], r))
     fused: dict[int, float] = {}
-    for ranking in (bm_rank, dense_rank, sent_rank):
+    w, k = settings.dense_weight, settings.rrf_k  # BM25 weighs 1 - w; the two dense rankings w / 2 each
+    for ranking, weight in ((bm_rank, 1 - w), (dense_rank, w / 2), (sent_rank, w / 2)):
         for rank, row in enumerate(ranking, start=1):
-            fused[row] = fused.get(row, 0.0) + 1 / (60 + rank)
+            fused[row] = fused.get(row, 0.0) + weight / (k + rank)
     want = sorted(fused, key=lambda r: -fused[r])[:5]
     hits = retrieve(index, enc, DRONES_QUESTION, settings.replace(mode="hybrid", fusion="rrf", k=5)).hits
     assert [h.row for h in hits] == want
