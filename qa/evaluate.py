@@ -529,16 +529,12 @@ def save_threshold(index: Path, threshold: float) -> Path:
     except (OSError, ValueError):
         saved = {}
     saved["threshold"] = threshold
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    from qa.index import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(json.dumps(saved, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(saved, indent=1) + "\n")
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise QAError(f"cannot save the threshold in {path}: {e.strerror or e}") from None
     return path
 

@@ -216,7 +216,7 @@ def build_index(
         try:
             _write_generation(tmp, manifest, passages, dense, bm25, sentence_vecs, sentence_ptr, sentence_rows)
             os.replace(tmp, gen)
-            _atomic_write(folder / CURRENT, gen.name)
+            atomic_write(folder / CURRENT, gen.name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -422,13 +422,17 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a torn one."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _drop_old_generations(folder: Path, keep: str) -> None:

@@ -276,15 +276,15 @@ def test_leftovers_of_a_killed_build_do_not_break_the_next_one(idx, monkeypatch)
     gen_before = live_generation(idx.index)
     append_sentence(idx)
     # a crash after the new generation is in place but before CURRENT points at it
-    real_atomic_write = qa.index._atomic_write
+    real_atomic_write = qa.index.atomic_write
 
     def crash(path, text):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(qa.index, "_atomic_write", crash)
+    monkeypatch.setattr(qa.index, "atomic_write", crash)
     with pytest.raises(OSError):
         update(idx)
-    monkeypatch.setattr(qa.index, "_atomic_write", real_atomic_write)
+    monkeypatch.setattr(qa.index, "atomic_write", real_atomic_write)
     orphans = [p for p in Path(idx.index).glob("gen-*") if p != gen_before]
     assert len(orphans) == 1  # complete but never made live
     assert live_generation(idx.index) == gen_before
