@@ -123,11 +123,14 @@ def load_encoder(
     backend: str = "auto",
     precision: str = "fp32",
     cache_dir: Path | None = None,
+    *,
+    queries: bool = False,
 ) -> Encoder:
     """Load the sentence-transformers model at ``model_path`` with the given backend.
 
     ``auto`` picks ONNX Runtime (exporting the model on first use) for fp32 and int8,
-    and sentence-transformers for bf16.
+    and sentence-transformers for bf16. ``queries``: tuned for one short text at a time
+    (ONNX: each run spreads over every core) rather than for batches.
     """
     model_dir = _check_model_dir(model_path)
     if backend not in ("auto", "onnx", "torch"):
@@ -142,7 +145,7 @@ def load_encoder(
         raise QAError("int8 encoding needs the onnx backend (use --backend onnx or auto)")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if backend == "onnx":
-        return _load_onnx(model_dir, precision, cache)
+        return _load_onnx(model_dir, precision, cache, queries)
     return _load_torch(model_dir, precision)
 
 
@@ -343,7 +346,7 @@ def _export_path(model_dir: Path, cache_dir: Path) -> Path:
     return cache_dir / "onnx" / f"{_model_name(model_dir)}-{_fingerprint(model_dir)}.onnx"
 
 
-def _load_onnx(model_dir: Path, precision: str, cache_dir: Path) -> Encoder:
+def _load_onnx(model_dir: Path, precision: str, cache_dir: Path, queries: bool = False) -> Encoder:
     if not (model_dir / "tokenizer.json").is_file():
         raise QAError(f"no tokenizer.json in {model_dir}: the onnx backend needs a fast tokenizer (use --backend torch)")
     path = quantize_onnx(str(model_dir), cache_dir) if precision == "int8" else export_onnx(str(model_dir), cache_dir)
@@ -358,10 +361,12 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path) -> Encoder:
     tokenizer.enable_truncation(max_length=max_len)
     tokenizer.no_padding()
 
-    # One single-threaded run per core, on different batches: scales better than splitting
-    # each matrix product across threads, and a short query needs only one core anyway.
+    # Batches: one single-threaded run per core, on different batches, scales better than
+    # splitting each matrix product across threads. Queries: one text at a time, so each run
+    # uses every core (a 14-token query: 6.2 -> 4.3 ms on 2 cores).
+    workers = 1 if queries else cpu_count()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = cpu_count() if queries else 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -400,7 +405,7 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path) -> Encoder:
         lengths=lengths,
         prepare=prepare,
         run=run,
-        workers=cpu_count(),
+        workers=workers,
     )
 
 

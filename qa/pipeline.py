@@ -36,7 +36,7 @@ def query_encoder(settings: Settings):
     from qa.embed import load_encoder
 
     backend = "onnx" if settings.backend == "auto" else settings.backend
-    return load_encoder(settings.model_path, backend=backend, precision="fp32")
+    return load_encoder(settings.model_path, backend=backend, precision="fp32", queries=True)
 
 
 def check_question(question: str) -> str:

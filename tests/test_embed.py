@@ -78,6 +78,13 @@ def test_onnx_matches_sentence_transformers(onnx_encoder, reference: np.ndarray)
     assert cosines.min() >= 0.999, cosines
 
 
+def test_query_encoder_gives_the_same_vectors(model_path: str, cache: Path, reference: np.ndarray) -> None:
+    """The query-tuned session (every core in one run) computes the same embeddings."""
+    queries = load_encoder(model_path, backend="onnx", cache_dir=cache, queries=True)
+    one_by_one = np.vstack([queries.encode([t]) for t in TEXTS])
+    assert (one_by_one * reference).sum(axis=1).min() >= 0.999
+
+
 def test_long_text_is_truncated_like_sentence_transformers(onnx_encoder) -> None:
     longer = LONG + " And a different ending that only an untruncated model would see."
     a, b = onnx_encoder.encode([LONG, longer])
