@@ -92,6 +92,7 @@ def staleness(settings: Settings) -> str | None:
     """Why the index must be (re)built, or None when it is up to date with the corpus."""
     manifest = read_manifest(Path(settings.index))
     if manifest is None:
+        corpus_files(Path(settings.corpus))  # a missing corpus is the error, not the missing index
         return "no index yet"
     if manifest.get("signature") != index_signature(settings):
         return "index settings or model changed"
@@ -153,10 +154,10 @@ def build_index(
     folder = Path(settings.index)
     corpus = Path(settings.corpus)
     t0 = time.perf_counter()
+    files = corpus_files(corpus)  # before the lock: a bad corpus leaves no index folder behind
+    if not files:
+        raise QAError(f"no documents in {corpus} (expected .txt, .md, .html or .pdf files)")
     with _locked(folder):
-        files = corpus_files(corpus)
-        if not files:
-            raise QAError(f"no documents in {corpus} (expected .txt, .md, .html or .pdf files)")
         signature = index_signature(settings)
         old_manifest, old_passages = _reusable(folder, signature, rebuild)
 
