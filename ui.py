@@ -115,7 +115,11 @@ def reload_engine(settings: Settings, notes: list[str] | None = None) -> Engine:
         if notes is not None and msg.startswith("warning:"):
             notes.append(msg.removeprefix("warning:").strip())
 
-    engine = open_engine(settings, log=note, progress=True)
+    with _engine_lock:
+        previous = _engine
+    same_model = previous is not None and (previous.settings.model, previous.settings.backend) == (
+        settings.model, settings.backend)
+    engine = open_engine(settings, log=note, progress=True, encoder=previous.encoder if same_model else None)
     set_engine(engine)
     return engine
 
