@@ -9,31 +9,43 @@ the browser session, never in module globals.
 Besides the page, the app offers two API endpoints for scripts (``gradio_client``):
 ``/ask`` (question, mode, k, threshold, history → the result as a dict, as ``qa ask --json``)
 and ``/documents`` (the indexed documents).
+
+The server answers only requests addressed to a host name it was started for (127.0.0.1,
+localhost, ::1 and ``--host``) and coming from no other web origin: anything else gets
+HTTP 403 before Gradio sees it, which shuts out DNS rebinding and cross-site requests.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import ipaddress
 import logging
+import math
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
 import unicodedata
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from starlette.datastructures import Headers  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
 
 from qa.cli import OneLineParser, add_settings_arguments, settings_from  # noqa: E402
-from qa.config import MODES, Settings  # noqa: E402
+from qa.config import MAX_QUESTION_CHARS, MODES, Settings  # noqa: E402
 from qa.index import documents_summary, stderr_log  # noqa: E402
 from qa.load import SUFFIXES, file_hash, fingerprint, load_document  # noqa: E402
 from qa.pipeline import Engine, ask, open_engine  # noqa: E402
@@ -52,6 +64,8 @@ EXAMPLES = [
     "What is Iran's interbank system called?",
 ]
 UPLOAD_TYPES = sorted(set(SUFFIXES))
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # always accepted as the Host of a request
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # --host values that listen on every interface
 
 log = logging.getLogger("qa.ui")
 
@@ -129,18 +143,76 @@ def reload_engine(settings: Settings, notes: list[str] | None = None) -> Engine:
 
 def request_settings(engine: Engine, mode: str | None = None, k: int | float | None = None,
                      threshold: float | None = None) -> Settings:
-    """The engine's settings with one request's choices applied; QAError when one is out of range."""
-    if mode and mode not in MODES:
-        raise QAError(f"unknown mode '{mode}': expected one of {', '.join(MODES)}")
-    if k is not None and not 1 <= int(k) <= MAX_K:
-        raise QAError(f"k must be between 1 and {MAX_K}")
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise QAError("the threshold must be between 0 and 1")
+    """The engine's settings with one request's choices applied; QAError saying what is wrong with a bad one.
+
+    None (and an empty mode) keeps the server's setting; k is a whole number from 1 to MAX_K
+    and the threshold a number from 0 to 1 (numbers, or text holding one).
+    """
+    if mode is not None and mode != "" and (not isinstance(mode, str) or mode not in MODES):
+        raise QAError(f"unknown mode {_shown(mode)}: expected one of {', '.join(MODES)}")
     return engine.settings.replace(
         mode=mode or None,
-        k=int(k) if k is not None else None,
-        threshold=float(threshold) if threshold is not None else None,
+        k=_whole_number(k, "the number of passages k", 1, MAX_K),
+        threshold=_fraction(threshold, "the threshold"),
     )
+
+
+def _whole_number(value, what: str, low: int, high: int) -> int | None:
+    number = _number(value)
+    if number is None:
+        return None
+    if not (math.isfinite(number) and number == int(number) and low <= number <= high):
+        raise QAError(f"{what} must be a whole number from {low} to {high}, not {_shown(value)}")
+    return int(number)
+
+
+def _fraction(value, what: str) -> float | None:
+    number = _number(value)
+    if number is None:
+        return None
+    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
+        raise QAError(f"{what} must be a number from 0 to 1, not {_shown(value)}")
+    return float(number)
+
+
+def _number(value) -> float | None:
+    """A request's number: None when not given, NaN when it is not a number at all."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+def _shown(value) -> str:
+    """A request's bad value, short, for an error message."""
+    if value is None or isinstance(value, (str, int, float)):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:39] + "…"
+    return f"a {type(value).__name__}"
+
+
+def check_history(history) -> list[str]:
+    """The earlier questions of an API request (a list of strings, oldest first); QAError when malformed."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise QAError(f"the history must be a list of earlier questions (strings), not {_shown(history)}")
+    for i, item in enumerate(history, 1):
+        if not isinstance(item, str):
+            raise QAError(f"the history must be a list of earlier questions (strings), "
+                          f"but item {i} is {_shown(item)}")
+        if len(item) > MAX_QUESTION_CHARS:
+            raise QAError(f"item {i} of the history is too long ({len(item):,} characters; "
+                          f"at most {MAX_QUESTION_CHARS:,})")
+    return list(history)
 
 
 def respond(message: str, chat: list[dict], questions: list[str], mode: str, k: float,
@@ -177,12 +249,15 @@ def api_ask(question: str, mode: str | None = None, k: int | None = None, thresh
     """Answer one question; returns the result as `qa ask --json` does (answers, citations, mode, timings).
 
     mode, k and threshold default to the server's settings; history holds earlier
-    questions of the conversation, oldest first, for follow-up questions.
+    questions of the conversation, oldest first, for follow-up questions. A bad value gets
+    an error saying what is wrong with it.
     """
     try:
+        if question is not None and not isinstance(question, str):
+            raise QAError(f"the question must be text, not {_shown(question)}")
+        history = check_history(history)
         engine = current_engine()
-        result = ask(engine, question, history=list(history or []),
-                     settings=request_settings(engine, mode, k, threshold))
+        result = ask(engine, question, history=history, settings=request_settings(engine, mode, k, threshold))
     except QAError as e:
         raise gr.Error(_sentence(str(e))) from e
     return to_dict(result)
@@ -341,15 +416,34 @@ def documents_view() -> tuple[str, list[list]]:
     try:
         engine = current_engine()
     except QAError as e:
-        return _sentence(str(e)), []
+        return md_text(_sentence(str(e))), []
     rows = [[d["title"], d["doc"], d["passages"]] for d in documents_summary(engine.index)]
     passages = sum(r[2] for r in rows)
     summary = (f"**{len(rows)} document{'s' * (len(rows) != 1)}**, {passages:,} passages, "
-               f"from the folder `{html.escape(str(Path(engine.settings.corpus).resolve()))}`.")
+               f"from the folder {md_code(str(Path(engine.settings.corpus).resolve()))}.")
     skipped = sorted(engine.index.manifest.get("skipped", {}))
     if skipped:
-        summary += " Skipped as unreadable: " + ", ".join(f"`{html.escape(s)}`" for s in skipped) + "."
+        summary += " Skipped as unreadable: " + ", ".join(md_code(s) for s in skipped) + "."
     return summary, rows
+
+
+# The Markdown of the documents panel shows file names and messages that anyone who can put a
+# file in the corpus chooses: they go in as literal text, which the page's Markdown renderer
+# escapes exactly once (so `<img …>` shows as typed and never becomes markup).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def md_code(text: str) -> str:
+    """``text`` as a Markdown code span, shown literally whatever backticks or markup it holds."""
+    text = _CONTROL.sub("\ufffd", str(text))  # a line break could end the span, or the paragraph
+    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_text(text: str) -> str:
+    """``text`` as literal Markdown text: every ASCII punctuation mark backslash-escaped."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", _CONTROL.sub("\ufffd", str(text)))
 
 
 def upload_files(files: list[str] | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
@@ -366,15 +460,33 @@ def upload_files(files: list[str] | None, progress: gr.Progress = gr.Progress(tr
             added, problems = [], [str(e)]
         if added:
             progress(0.1, desc="Indexing")
+            notes: list[str] = []
             try:
-                reload_engine(settings, problems)
+                engine = reload_engine(settings, notes)
             except Exception as e:
                 log.exception("indexing the uploads failed")
                 remove_uploads(added, Path(settings.corpus))
                 reason = str(e) if isinstance(e, QAError) else e.__class__.__name__
                 problems.append(f"indexing failed ({reason}), so the files were not added")
                 added = []
+            else:
+                added = _indexed_uploads(added, engine, notes, problems)
     return _upload_message(added, problems), *documents_view(), None
+
+
+def _indexed_uploads(added: list[str], engine: Engine, notes: list[str], problems: list[str]) -> list[str]:
+    """The uploaded files the new index holds; one problem for each it skipped.
+
+    Notes about other files (say a file dropped into the folder long ago that the index
+    skips at every update) are not this upload's business and are left out.
+    """
+    skipped = set(engine.index.manifest.get("skipped", {}))
+    for name in added:
+        if name in skipped:
+            why = next((n.removeprefix("skipped ") for n in notes if n.startswith(f"skipped {name}: ")),
+                       f"{name}: unreadable")
+            problems.append(f"{why} (it is in the corpus folder but was not indexed)")
+    return [name for name in added if name not in skipped]
 
 
 def rescan_corpus(progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
@@ -385,21 +497,21 @@ def rescan_corpus(progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple
         try:
             reload_engine(current_engine().settings, notes)
         except QAError as e:
-            return f"**Error:** {html.escape(_sentence(str(e)))}", *documents_view()
+            return f"**Error:** {md_text(_sentence(str(e)))}", *documents_view()
     msg = "The index is up to date with the corpus folder."
     if notes:
-        msg += "\n\n**Skipped:**\n" + "\n".join(f"- {html.escape(n)}" for n in notes)
+        msg += "\n\n**Skipped:**\n" + "\n".join(f"- {md_text(n)}" for n in notes)
     return msg, *documents_view()
 
 
 def _upload_message(added: list[str], problems: list[str]) -> str:
     parts = []
     if added:
-        names = ", ".join(f"`{n}`" for n in added)
+        names = ", ".join(md_code(n) for n in added)
         parts.append(f"**Added and indexed** {names}: you can ask about {'it' if len(added) == 1 else 'them'} now.")
     if problems:
         head = "**Some files were not added:**" if added else "**Nothing was added:**"
-        parts.append(head + "\n" + "\n".join(f"- {html.escape(p)}" for p in problems))
+        parts.append(head + "\n" + "\n".join(f"- {md_text(p)}" for p in problems))
     return "\n\n".join(parts)
 
 
@@ -469,11 +581,128 @@ def build_app(engine_or_settings: Engine | Settings) -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = HOST, port: int = PORT, **kwargs) -> None:
-    """Start serving ``demo`` (blocks until stopped unless ``prevent_thread_lock=True``)."""
+def launch(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> None:
+    """Serve ``demo`` on ``host``:``port`` until stopped (Ctrl+C or SIGTERM); OSError when the port is taken."""
+    server, sock = make_server(demo, host, port)
+    print(f"* Running on local URL:  {local_url(host, sock.getsockname()[1])}", flush=True)
+    server.run(sockets=[sock])
+
+
+def make_server(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> tuple[uvicorn.Server, socket.socket]:
+    """A server for ``demo`` and its socket, already bound (port 0: any free port); OSError when taken.
+
+    Run it with ``server.run(sockets=[sock])``; set ``server.should_exit`` to stop it.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    config = uvicorn.Config(asgi_app(demo, host, port), log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=3)  # then open event streams (browser tabs) are cut
+    return uvicorn.Server(config), sock
+
+
+def asgi_app(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> HostGuard:
+    """The page as an ASGI app: Gradio mounted at / of a FastAPI app, behind the HostGuard."""
     demo.queue(default_concurrency_limit=CONCURRENCY)
-    demo.launch(server_name=host, server_port=port, theme=THEME, css=CSS, max_file_size=MAX_UPLOAD_BYTES,
-                footer_links=["api"], show_error=False, **kwargs)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    gr.mount_gradio_app(app, demo, "/", server_name=host, server_port=port, theme=THEME, css=CSS,
+                        max_file_size=MAX_UPLOAD_BYTES, footer_links=["api"], show_error=False)
+    return HostGuard(app, host)
+
+
+def local_url(host: str, port: int) -> str:
+    """The address to open the page at, for the log."""
+    name = "localhost" if host in WILDCARD_HOSTS else host
+    return f"http://[{name}]:{port}/" if ":" in name else f"http://{name}:{port}/"
+
+
+class HostGuard:
+    """ASGI middleware: HTTP 403, before the app sees it, for a request this server must not answer.
+
+    The Host header must name this server: 127.0.0.1, localhost, ::1 or the host it was
+    started for (any port). A page on another site whose name an attacker points at this
+    machine (DNS rebinding) sends its own name as Host, so it is shut out. When the server
+    listens on every interface (--host 0.0.0.0 or ::), the machine's own name and any IP
+    address are accepted too: rebinding needs a DNS name, and the page must stay reachable
+    from other machines. A request that carries an Origin header (browsers send one with
+    cross-site and most same-site requests) must come from a page of this very server, so
+    no other site gets an answer or a CORS header allowing it to read one.
+    """
+
+    def __init__(self, app, host: str = HOST):
+        self.app = app
+        self.names = {_normal_host(n) for n in (*LOOPBACK_NAMES, host) if n not in WILDCARD_HOSTS}
+        self.any_ip = host in WILDCARD_HOSTS
+        if self.any_ip:
+            self.names.add(_normal_host(socket.gethostname()))
+
+    def refusal(self, headers: Headers) -> str | None:
+        """Why a request with these headers is refused; None when it is accepted."""
+        hosts = headers.getlist("host")
+        if len(hosts) != 1:
+            return "one Host header expected"
+        host = hosts[0].strip().lower()
+        name = _host_name(host)
+        if name is None or not (name in self.names or (self.any_ip and _is_ip(name))):
+            return "unknown host"
+        for origin in headers.getlist("origin"):
+            parts = _split_origin(origin)
+            if parts is None or parts[1] != host:
+                return "cross-origin request"
+        return None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            why = self.refusal(Headers(scope=scope))
+            if why is not None:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await PlainTextResponse(f"Forbidden: {why}.", status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+_HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[^\s/\\?#@:\[\]]+)(?::[0-9]{1,5})?")
+
+
+def _host_name(host: str) -> str | None:
+    """The host name of a Host header value (lower-case, IPv6 without brackets); None when malformed."""
+    m = _HOST_HEADER.fullmatch(host.lower())
+    return _normal_host(m.group(1)) if m else None
+
+
+def _normal_host(name: str) -> str:
+    name = name.lower().strip("[]")
+    try:
+        return ipaddress.ip_address(name).compressed
+    except ValueError:
+        return name
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_origin(origin: str) -> tuple[str, str] | None:
+    """(scheme, host[:port]) of an Origin header, lower-case; None for "null" or anything malformed."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.netloc
 
 
 def main(args: argparse.Namespace | None = None) -> int:
