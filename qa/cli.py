@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from qa.config import BACKENDS, FAISS_KINDS, FUSIONS, MODES, PRECISIONS, Settings, load_saved
+from qa.config import ANSWERERS, BACKENDS, FAISS_KINDS, FUSIONS, MODES, PRECISIONS, Settings, load_saved
 from qa.types import QAError
 
 
@@ -20,6 +20,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool =
     g = parser.add_argument_group("corpus and index")
     g.add_argument("--corpus", type=Path, help=f"folder of documents (default: {d.corpus})")
     g.add_argument("--index", type=Path, help=f"index folder (default: {d.index})")
+    g.add_argument("--follow-links", action="store_true", default=None,
+                   help="read links that point outside the corpus folder (default: skip them with a warning)")
     g.add_argument("--model", help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
     g.add_argument("--backend", choices=BACKENDS, help=f"encoder runtime (default: {d.backend})")
     g.add_argument("--precision", choices=PRECISIONS, help=f"indexing precision (default: {d.precision})")
@@ -41,8 +43,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool =
     g.add_argument("--dense-weight", type=float, help=f"hybrid: share of the dense signals against BM25 (default: {d.dense_weight})")
     g.add_argument("--candidates", type=int, help=f"hits taken from each retriever before fusion (default: {d.candidates})")
     g.add_argument("-k", dest="k", type=int, help=f"passages retrieved and cited (default: {d.k})")
-    g.add_argument("--threshold", type=float, help="abstain below this confidence (default: calibrated value "
-                   f"saved in the index, else {d.threshold})")
+    g.add_argument("--answerer", choices=ANSWERERS, help=f"what picks the answer (default: {d.answerer}: the "
+                   "trained span reader; heuristic: the older sentence scorer, for comparison)")
+    g.add_argument("--reader", help="reader model folder (default: the shipped models/reader)")
+    g.add_argument("--read", type=int, help=f"top passages the reader reads (default: {d.read})")
+    g.add_argument("--threshold", type=float, help="abstain below this confidence, a probability for the reader "
+                   "(default: the calibrated value)")
     g.add_argument("--max-answers", type=int, help=f"most answers shown (default: {d.max_answers})")
 
 
@@ -50,9 +56,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Defaults, then what calibration saved in the index folder, then the command line."""
     base = Settings()
     base = base.replace(corpus=getattr(args, "corpus", None), index=getattr(args, "index", None))
-    base = load_saved(base)
     names = [f for f in vars(Settings()) if f not in ("corpus", "index")]
-    settings = base.replace(**{n: getattr(args, n, None) for n in names})
+    settings = load_saved(base.replace(**{n: getattr(args, n, None) for n in names}))
     _check(settings)
     return settings
 
@@ -62,8 +67,12 @@ def _check(s: Settings) -> None:
         raise QAError("-k and --candidates must be at least 1")
     if s.sentences_per_passage < 1 or not 0 <= s.overlap < s.sentences_per_passage:
         raise QAError("--sentences must be at least 1 and --overlap between 0 and sentences - 1")
-    if not 0.0 <= s.threshold <= 1.0:
+    if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
         raise QAError("--threshold must be between 0 and 1")
+    if s.answerer not in ANSWERERS:
+        raise QAError(f"unknown answerer '{s.answerer}': expected one of {', '.join(ANSWERERS)}")
+    if s.read < 1:
+        raise QAError("--read must be at least 1")
     if not 0.0 <= s.dense_weight <= 1.0:
         raise QAError("--dense-weight must be between 0 and 1")
     if s.batch_size < 1 or s.max_answers < 1 or s.rrf_k < 1:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODES = ("hybrid", "bm25", "dense")
+ANSWERERS = ("reader", "heuristic")
+HEURISTIC_THRESHOLD = 0.49  # the heuristic answerer's default threshold (qa eval --answerer heuristic --calibrate)
 FUSIONS = ("rrf", "weighted")
 FAISS_KINDS = ("auto", "flat", "hnsw", "ivf")
 BACKENDS = ("auto", "onnx", "torch")
@@ -26,6 +28,7 @@ MAX_QUESTION_CHARS = 2000
 class Settings:
     corpus: Path = Path(os.environ.get("QA_CORPUS", "corpus"))
     index: Path = Path(os.environ.get("QA_INDEX", "index"))
+    follow_links: bool = False  # read links to files or folders outside the corpus folder
     model: str = os.environ.get("QA_MODEL", "")  # empty: the bundled all-MiniLM-L6-v2
 
     # splitting
@@ -52,7 +55,10 @@ class Settings:
     k: int = 5  # passages returned and cited
 
     # answering
-    threshold: float = 0.49  # abstain when the best answer scores below this (qa eval --calibrate)
+    answerer: str = "reader"  # reader: the trained span reader; heuristic: the older sentence scorer
+    reader: str = os.environ.get("QA_READER", "")  # empty: the shipped models/reader
+    read: int = 5  # top passages the reader reads (at most k)
+    threshold: float | None = None  # abstain below this confidence; None: the calibrated value
     max_answers: int = 3
 
     @property
@@ -75,11 +81,17 @@ def resolve_model(model: str) -> str:
 
 
 def load_saved(settings: Settings) -> Settings:
-    """Apply settings saved in the index folder (the calibrated threshold)."""
+    """Fill in the heuristic answerer's threshold: the one ``qa eval --answerer heuristic
+    --calibrate`` saved in the index folder, else its default. The reader's threshold
+    lives in its calibration (``qa.calibration``); an explicit threshold always wins."""
+    if settings.threshold is not None or settings.answerer != "heuristic":
+        return settings
     path = Path(settings.index) / SAVED_SETTINGS_FILE
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return settings
-    known = {f.name for f in dataclasses.fields(Settings)}
-    return settings.replace(**{k: v for k, v in saved.items() if k in known and k == "threshold"})
+        threshold = float(saved["threshold"])
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError
+    except (OSError, ValueError, TypeError, KeyError):
+        threshold = HEURISTIC_THRESHOLD
+    return settings.replace(threshold=threshold)

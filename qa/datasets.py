@@ -210,16 +210,26 @@ def load_squad(path: Path, corpus_dir: Path) -> list[Question]:
                     raise malformed(qwhere, f"repeats id '{qid}'")
                 seen.add(qid)
                 texts = []
+                spans = []
                 for n, answer in enumerate(checked(qa, "answers", list, qwhere)):
-                    texts.append(_clean_text(checked(answer, "text", str, f"{qwhere}.answers[{n}]")).strip())
-                answers = [] if qa.get("is_impossible") is True else _distinct(texts)
+                    text = _clean_text(checked(answer, "text", str, f"{qwhere}.answers[{n}]"))
+                    texts.append(text.strip())
+                    at = answer.get("answer_start")
+                    if isinstance(at, int) and not isinstance(at, bool):
+                        start = at + len(text) - len(text.lstrip())
+                        end = start + len(text.strip())
+                        if context[start:end] == text.strip() and end > start:
+                            spans.append((region[0] + start, region[0] + end))
+                impossible = qa.get("is_impossible") is True
                 questions.append(
                     Question(
                         id=qid,
                         question=checked(qa, "question", str, qwhere).strip(),
-                        answers=answers,
+                        answers=[] if impossible else _distinct(texts),
                         doc=name,
                         region=region,
+                        spans=[] if impossible else sorted(set(spans)),
+                        article=article["title"],
                     )
                 )
         parts.append("\n")

@@ -29,8 +29,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qa.calibration import RIGHT_F1
 from qa.config import SAVED_SETTINGS_FILE, Settings, load_saved
 from qa.datasets import FORMATS
+from qa.splits import SPLITS, in_split
 from qa.types import Answer, Citation, QAError, Question
 
 EVAL_MODES = ("bm25", "dense", "hybrid-rrf", "hybrid-weighted")
@@ -52,7 +54,8 @@ class Outcome:
     scores: list[float]  # retrieval score of each, parallel to ``ranked``
     relevant: dict[str, int]  # relevant units and their grades; empty: no retrieval judgement
     answered: bool | None = None  # None when answers are not scored (BEIR)
-    answer: Answer | None = None
+    answer: Answer | None = None  # the top answer, whether or not its confidence passed the threshold
+    answerer: str = "reader"
     cited: Citation | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -67,8 +70,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         "or the one given by --mode and --fusion)")
     parser.add_argument("--limit", type=int, help="evaluate a fixed random sample of this many questions")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the --limit sample (default: 0)")
+    parser.add_argument("--answerers", help="comma-separated answerers to compare (default: the --answerer in "
+                        "effect; e.g. reader,heuristic)")
+    parser.add_argument("--split", choices=SPLITS, help="SQuAD: only the questions of these articles "
+                        "(heldout: every figure we report; train = fit + calibrate; see qa/splits.py)")
+    parser.add_argument("--given-gold", action="store_true",
+                        help="the reader alone: read each question with its gold paragraph, no retrieval")
     parser.add_argument("--calibrate", action="store_true",
-                        help="choose the abstention threshold on this set (hybrid mode) and save it with the index")
+                        help="fit the answer ranking, confidence and abstention threshold on this set (hybrid "
+                        "mode) and save them with the index")
+    parser.add_argument("--calibration-out", type=Path,
+                        help="with --calibrate: write the calibration here instead of into the index folder")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -95,23 +107,35 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from qa.datasets import load_question_set
 
     everything = load_question_set(path, args.format, settings.corpus)
+    everything = select_split(everything, args.split, path)
     questions = sample_questions(everything, args.limit, args.seed)
     _check_questions(questions, path)
+    answerers = parse_answerers(args.answerers or settings.answerer)
+    if args.given_gold:
+        return run_given_gold(args, settings, questions, out, started, len(everything), path)
 
     from qa.pipeline import open_engine
 
-    engine = open_engine(settings, progress=not args.quiet)
+    needs_reader = "reader" in answerers and not (args.calibrate and settings.answerer == "heuristic")
+    engine = open_engine(settings.replace(answerer="reader" if needs_reader else "heuristic"),
+                         progress=not args.quiet, fitting=args.calibrate)
     _warn_unknown_docs(questions, engine.index)
     if args.calibrate:
-        return run_calibration(engine, questions, settings, progress=not args.quiet)
+        if settings.answerer == "heuristic":
+            return run_calibration(engine, questions, settings, progress=not args.quiet)
+        from qa.fit_calibration import run_reader_calibration
 
-    outcomes = evaluate(engine, questions, modes, settings, answers=args.format != "beir", progress=not args.quiet)
-    results = summarise(outcomes, modes, answers=args.format != "beir")
+        return run_reader_calibration(engine, questions, settings, progress=not args.quiet,
+                                      out=args.calibration_out)
+
+    runs = [(m, a) for m in modes for a in answerers]
+    outcomes = evaluate(engine, questions, runs, settings, answers=args.format != "beir", progress=not args.quiet)
+    results = summarise(outcomes, runs, answers=args.format != "beir")
     results.update(_context(args, settings, engine, questions, len(everything), path))
     results["wall_s"] = round(time.perf_counter() - started, 1)
     print(render_tables(results))
     if out is not None:
-        write_outputs(out, results, outcomes, modes)
+        write_outputs(out, results, outcomes, runs)
         print(f"\nwrote {out}/ (report.md, results.json, per_question.csv, chart.png)", file=sys.stderr)
     return 0
 
@@ -126,6 +150,44 @@ def parse_modes(text: str) -> list[str]:
     if unknown or not names:
         raise QAError(f"unknown mode '{unknown[0] if unknown else text}': expected some of {', '.join(EVAL_MODES)}")
     return [m for m in EVAL_MODES if m in names]
+
+
+def parse_answerers(text: str) -> list[str]:
+    """The answerers named in a comma-separated list; QAError for unknown ones."""
+    from qa.config import ANSWERERS
+
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ANSWERERS]
+    if unknown or not names:
+        raise QAError(f"unknown answerer '{unknown[0] if unknown else text}': expected some of {', '.join(ANSWERERS)}")
+    return [a for a in ANSWERERS if a in names]
+
+
+def normal_runs(runs: list, settings: Settings) -> list[tuple[str, str]]:
+    """Runs as (mode, answerer) pairs; a mode alone takes the answerer of ``settings``."""
+    return [run if isinstance(run, tuple) else (run, settings.answerer) for run in runs]
+
+
+def run_key(run: tuple[str, str], runs: list[tuple[str, str]]) -> str:
+    """The run's name in results: its mode, or mode/answerer when several answerers are compared."""
+    return run[0] if len({a for _, a in runs}) == 1 else f"{run[0]}/{run[1]}"
+
+
+def run_label(run: tuple[str, str], runs: list[tuple[str, str]]) -> str:
+    label = LABELS.get(run[0], run[0])
+    return label if len({a for _, a in runs}) == 1 else f"{label} · {run[1]}"
+
+
+def select_split(questions: list[Question], split: str | None, path: Path) -> list[Question]:
+    """The questions of a SQuAD split's articles (all when ``split`` is None)."""
+    if split is None:
+        return questions
+    if any(q.article is None for q in questions):
+        raise QAError(f"--split needs SQuAD articles with titles; {path} has questions without one")
+    chosen = [q for q in questions if in_split(q.article, split)]
+    if not chosen:
+        raise QAError(f"--split {split}: no question of {path} is in that split's articles (see qa/splits.py)")
+    return chosen
 
 
 def _single_mode(args: argparse.Namespace, settings: Settings) -> str:
@@ -159,10 +221,8 @@ def eval_settings(args: argparse.Namespace, settings: Settings) -> Settings:
     home = EVAL_HOME / dataset_name(args.file)
     corpus = args.corpus if args.corpus is not None else home / "corpus"
     index = args.index if args.index is not None else home / "index"
-    threshold = args.threshold
-    if threshold is None:
-        threshold = load_saved(Settings().replace(index=index)).threshold
-    return settings.replace(corpus=Path(corpus), index=Path(index), threshold=threshold)
+    chosen = dataclasses.replace(settings, corpus=Path(corpus), index=Path(index), threshold=args.threshold)
+    return load_saved(chosen)
 
 
 def _claim_corpus(corpus: Path) -> None:
@@ -216,65 +276,91 @@ def _warn_unknown_docs(questions: list[Question], index) -> None:
 # ---------------------------------------------------------------- running
 
 
-def evaluate(engine, questions: list[Question], modes: list[str], settings: Settings, *,
-             answers: bool = True, progress: bool = True) -> list[Outcome]:
-    """Retrieve (and answer, unless ``answers`` is False) every question in every mode."""
+def run_given_gold(args: argparse.Namespace, settings: Settings, questions: list[Question], out: Path | None,
+                   started: float, total: int, path: Path) -> int:
+    """The reader alone: each question read with its gold paragraph (SQuAD), span EM/F1 and latency."""
     from tqdm import tqdm
 
-    per_mode = {mode: mode_settings(settings, mode) for mode in modes}
-    for mode in modes:  # warm-up: first-call costs are not latency
-        _ask_once(engine, questions[0], per_mode[mode], answers)
+    from qa.metrics import exact_match, mean, summarise_latency, token_f1
+    from qa.reader import load_reader
+
+    golds = [q for q in questions if q.answerable and q.doc and q.region]
+    if not golds:
+        raise QAError("--given-gold needs questions with a gold paragraph (SQuAD format)")
+    reader = load_reader(settings.reader or None, settings.model_path)
+    texts: dict[str, str] = {}
+    ems, f1s, ms = [], [], []
+    for q in tqdm(golds, desc="read", unit="q", file=sys.stderr, disable=args.quiet, mininterval=0.5):
+        if q.doc not in texts:
+            texts[q.doc] = (Path(settings.corpus) / q.doc).read_text(encoding="utf-8")
+        context = texts[q.doc][q.region[0] : q.region[1]]
+        spans, took = reader.read(q.question, [context], per_window=1)
+        prediction = context[spans[0].start : spans[0].end] if spans else ""
+        ems.append(exact_match(prediction, q.answers))
+        f1s.append(token_f1(prediction, q.answers))
+        ms.append(took)
+    results = {
+        "command": shlex.join(["qa", *sys.argv[1:]]),
+        "dataset": {"path": str(path), "questions": len(golds), "questions_in_file": total, "split": args.split},
+        "reader": {"folder": str(reader.folder), "sha256": reader.identity},
+        "given_gold": {"em": mean(ems), "f1": mean(f1s), "latency_ms": summarise_latency(ms)},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    g = results["given_gold"]
+    print(f"Reader given the gold paragraph ({len(golds)} questions{', ' + args.split if args.split else ''})\n"
+          + markdown_table(["reader", "EM", "F1", "read p50 ms", "read p95 ms"],
+                           [[reader.identity[:12], _fmt(g["em"]), _fmt(g["f1"]),
+                             _fmt(g["latency_ms"]["p50"], 1), _fmt(g["latency_ms"]["p95"], 1)]]))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def evaluate(engine, questions: list[Question], runs: list, settings: Settings, *,
+             answers: bool = True, progress: bool = True) -> list[Outcome]:
+    """Retrieve (and answer, unless ``answers`` is False) every question for every run: a
+    (mode, answerer) pair, or a mode alone (with the answerer of ``settings``)."""
+    from tqdm import tqdm
+
+    runs = normal_runs(runs, settings)
+    per_run = {run: mode_settings(settings, run[0]).replace(answerer=run[1]) for run in runs}
+    for run in runs:  # warm-up: first-call costs are not latency
+        _ask_once(engine, questions[0], per_run[run], answers)
     outcomes: list[Outcome] = []
-    bar = tqdm(total=len(questions) * len(modes), desc="eval", unit="q", file=sys.stderr,
+    bar = tqdm(total=len(questions) * len(runs), desc="eval", unit="q", file=sys.stderr,
                disable=not progress, mininterval=0.5)
     with bar:
         for q in questions:
             contains: dict[int, bool] = {}
-            for mode in modes:
-                outcomes.append(_ask_once(engine, q, per_mode[mode], answers, contains, mode))
+            for run in runs:
+                outcomes.append(_ask_once(engine, q, per_run[run], answers, contains, run_key(run, runs)))
                 bar.update(1)
     return outcomes
 
 
 def _ask_once(engine, q: Question, s: Settings, answers: bool, contains: dict[int, bool] | None = None,
-              mode: str = "") -> Outcome:
-    """What ``qa.pipeline.ask`` does, with the retrieval taken deep enough for the metrics.
+              key: str = "") -> Outcome:
+    """``qa.pipeline.ask`` itself, with the ranked hits taken deep enough for the metrics.
 
-    The top ``s.k`` hits of the deeper list are exactly those ``ask`` would get as long as
-    the retrievers' depth is unchanged (``max(candidates, k)``); when it would change, the
-    answer's own retrieval is run separately so answers and timings stay those of ``ask``.
+    The answer is asked for at threshold 0, so the top answer and its confidence are known
+    for every question (calibration error needs them); ``answered`` applies the threshold
+    in effect, exactly as ``ask`` would.
     """
-    from qa.answer import extract
-    from qa.retrieve import retrieve
+    from qa.pipeline import ask, threshold
 
-    normal = max(s.candidates, s.k)
-    deep_k = max(DEPTH, normal)
-    t0 = time.perf_counter()
-    deep = retrieve(engine.index, engine.encoder, q.question, s.replace(k=deep_k))
-    t1 = time.perf_counter()
-    found, t_found = deep, t1 - t0
-    if deep_k != normal:
-        t0 = time.perf_counter()
-        found = retrieve(engine.index, engine.encoder, q.question, s)
-        t1 = time.perf_counter()
-        t_found = t1 - t0
-    ranked, scores, relevant = judge(q, deep.hits, contains if contains is not None else {})
-    outcome = Outcome(mode, q, ranked, scores, relevant, timings={"retrieve": t_found * 1000})
+    result = ask(engine, q.question, settings=s.replace(threshold=0.0, max_answers=1), depth=DEPTH)
+    ranked, scores, relevant = judge(q, result.hits, contains if contains is not None else {})
+    timings = {k: v for k, v in result.timings_ms.items() if k in ("retrieve", "answer", "total", "reader")}
+    outcome = Outcome(key, q, ranked, scores, relevant, timings=timings, answerer=s.answerer)
     if not answers:
-        outcome.timings["total"] = outcome.timings["retrieve"]
+        outcome.timings = {"retrieve": timings["retrieve"], "total": timings["retrieve"]}
         return outcome
-    hits = found.hits[: s.k]
-    qvec = found.query_vector
-    if qvec is None:
-        qvec = engine.encoder.encode([q.question])[0]
-    got, citations = extract(q.question, q.question, hits, engine.index, qvec, s)
-    t2 = time.perf_counter()
-    outcome.timings["answer"] = (t2 - t1) * 1000
-    outcome.timings["total"] = outcome.timings["retrieve"] + outcome.timings["answer"]
-    outcome.answered = bool(got)
-    if got:
-        outcome.answer = got[0]
-        outcome.cited = citations[got[0].citation - 1]
+    top = result.answers[0] if result.answers else None
+    outcome.answer = top
+    outcome.answered = top is not None and top.score >= threshold(engine, s)
+    if top is not None:
+        outcome.cited = result.citations[top.citation - 1]
     return outcome
 
 
@@ -328,24 +414,38 @@ def question_scores(o: Outcome) -> dict:
     from qa.metrics import contains_answer, exact_match, token_f1
 
     q = o.question
-    row: dict = {"relevant_rank": None, "correct": None, "span_em": None, "f1": None, "citation_ok": None}
+    row: dict = {"relevant_rank": None, "correct": None, "span_em": None, "f1": None, "citation_ok": None,
+                 "confidence": None, "right": None}
     if o.relevant:
         row["relevant_rank"] = first_relevant_rank(o.ranked, o.relevant)
     if o.answered is None:
         row["ok"] = row["relevant_rank"] is not None and row["relevant_rank"] <= RANK_K
         return row
+    a = o.answer if o.answered else None
+    if o.answer is not None:  # the top answer whether shown or not: what calibration is judged on
+        row["confidence"] = o.answer.score
+        row["right"] = q.answerable and token_f1(o.answer.span or o.answer.text, q.answers) >= RIGHT_F1
     if q.answerable:
-        a = o.answer
-        row["correct"] = bool(a) and contains_answer(a.text, q.answers)
+        row["correct"] = bool(a) and sentence_ok(a, q)
         prediction = (a.span or a.text) if a else ""
         row["span_em"] = exact_match(prediction, q.answers) if a else 0.0
         row["f1"] = token_f1(prediction, q.answers) if a else 0.0
-        row["citation_ok"] = bool(o.cited) and contains_answer(o.cited.text, q.answers) and (
+        row["citation_ok"] = bool(a) and bool(o.cited) and contains_answer(o.cited.text, q.answers) and (
             q.doc is None or o.cited.doc == q.doc)
         row["ok"] = row["correct"]
     else:
         row["ok"] = not o.answered
     return row
+
+
+def sentence_ok(a: Answer, q: Question) -> bool:
+    """Whether the answer sentence is right: it covers a gold answer's position when the data
+    gives positions (SQuAD ``answer_start``), else it contains an accepted answer."""
+    from qa.metrics import contains_answer
+
+    if q.spans and q.doc is not None:
+        return a.doc == q.doc and any(a.start <= s and e <= a.end for s, e in q.spans)
+    return contains_answer(a.text, q.answers)
 
 
 def first_relevant_rank(ranked: list[str], relevant: dict[str, int]) -> int | None:
@@ -358,21 +458,24 @@ def first_relevant_rank(ranked: list[str], relevant: dict[str, int]) -> int | No
     return None
 
 
-def summarise(outcomes: list[Outcome], modes: list[str], *, answers: bool = True) -> dict:
-    """Every figure per mode: retrieval, answers (unless ``answers`` is False), latency."""
+def summarise(outcomes: list[Outcome], runs: list[tuple[str, str]], *, answers: bool = True) -> dict:
+    """Every figure per (mode, answerer): retrieval, answers (unless ``answers`` is False), latency."""
     from qa.metrics import summarise_latency
 
     results: dict = {"modes": {}}
-    for mode in modes:
-        mine = [o for o in outcomes if o.mode == mode]
+    runs = normal_runs(runs, Settings())
+    for run in runs:
+        key = run_key(run, runs)
+        mine = [o for o in outcomes if o.mode == key]
+        stages = ("retrieve", "answer", "reader", "total") if answers else ("retrieve", "total")
         entry = {
-            "label": LABELS[mode],
+            "label": run_label(run, runs) if answers else LABELS.get(run[0], run[0]),
             "retrieval": retrieval_metrics(mine),
             "answers": answer_metrics(mine) if answers else None,
             "latency_ms": {stage: summarise_latency([o.timings[stage] for o in mine if stage in o.timings])
-                           for stage in (("retrieve", "answer", "total") if answers else ("retrieve", "total"))},
+                           for stage in stages if any(stage in o.timings for o in mine)},
         }
-        results["modes"][mode] = entry
+        results["modes"][key] = entry
     return results
 
 
@@ -397,8 +500,12 @@ def answer_metrics(outcomes: list[Outcome]) -> dict:
     answer length over all."""
     from qa.metrics import abstention_prf, mean
 
+    from qa.calibration import reliability
+
     rows = [question_scores(o) for o in outcomes]
     answerable = [r for o, r in zip(outcomes, rows) if o.question.answerable]
+    judged = [r for r in rows if r["confidence"] is not None]
+    calibration = reliability([r["confidence"] for r in judged], [bool(r["right"]) for r in judged])
     answered = [o for o in outcomes if o.answered]
     p, r, f = abstention_prf([not o.answered for o in outcomes], [not o.question.answerable for o in outcomes])
     some = bool(answerable)
@@ -417,6 +524,8 @@ def answer_metrics(outcomes: list[Outcome]) -> dict:
         "abstention_f1": f,
         "answered_rate": len(answered) / len(outcomes) if outcomes else None,
         "mean_answer_words": mean(len(o.answer.text.split()) for o in answered) if answered else None,
+        "ece": calibration["ece"],
+        "reliability": calibration["bins"],
     }
 
 
@@ -456,19 +565,22 @@ def run_calibration(engine, questions: list[Question], settings: Settings, *, pr
 
     if not any(q.answerable for q in questions):
         raise QAError("--calibrate needs answerable questions in the set")
-    s = settings.replace(mode="hybrid", threshold=0.0)
-    outcomes = evaluate(engine, questions, ["hybrid"], s, progress=progress)
+    from qa.pipeline import threshold
+
+    was_t = threshold(engine, settings.replace(answerer="heuristic"))
+    s = settings.replace(mode="hybrid", threshold=0.0, answerer="heuristic")
+    outcomes = evaluate(engine, questions, [("hybrid", "heuristic")], s, progress=progress)
     scores = [o.answer.score if o.answer else -1.0 for o in outcomes]
     correct = [bool(o.answer) and contains_answer(o.answer.text, o.question.answers) for o in outcomes]
     unanswerable = [not o.question.answerable for o in outcomes]
     best = choose_threshold(scores, correct, unanswerable)
-    was = sweep_point(settings.threshold, scores, correct, unanswerable)
+    was = sweep_point(was_t, scores, correct, unanswerable)
     now = sweep_point(best, scores, correct, unanswerable)
     path = save_threshold(Path(settings.index), best)
     n_un = sum(unanswerable)
     print(f"calibrated on {len(questions)} questions ({len(questions) - n_un} answerable, {n_un} unanswerable), "
           f"hybrid ({settings.fusion})")
-    for name, t, point in (("threshold", best, now), ("was", settings.threshold, was)):
+    for name, t, point in (("threshold", best, now), ("was", was_t, was)):
         print(f"{name} {t:.4f}: accuracy {point['accuracy']:.3f} (answerable questions, threshold applied), "
               f"abstention F1 {point['abstention_f1']:.3f} (P {point['abstention_precision']:.3f}, "
               f"R {point['abstention_recall']:.3f}), answered {point['answered_rate']:.0%}")
@@ -563,17 +675,20 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         a0 = first["answers"]
         out.append((
             f"Answers ({a0['answerable']} answerable, {a0['unanswerable']} unanswerable questions)",
-            ["mode", "accuracy", "span EM", "F1", "citation", "abst. P", "abst. R", "abst. F1", "answered", "words"],
+            ["mode", "sentence acc.", "span EM", "F1", "citation", "ECE", "abst. P", "abst. R", "abst. F1",
+             "answered", "words"],
             [[m["label"]] + [_fmt(m["answers"][key]) for key in
-                             ("accuracy", "span_em", "f1", "citation_accuracy", "abstention_precision",
+                             ("accuracy", "span_em", "f1", "citation_accuracy", "ece", "abstention_precision",
                               "abstention_recall", "abstention_f1", "answered_rate")]
              + [_fmt(m["answers"]["mean_answer_words"], 1)] for m in modes.values()],
         ))
-    stages = [s for s in ("retrieve", "answer", "total") if first and s in first["latency_ms"]]
+    stages = [s for s in ("retrieve", "reader", "answer", "total")
+              if any(s in m["latency_ms"] for m in modes.values())]
     out.append((
         "Latency (ms per question)",
         ["mode"] + [f"{s} {p}" for s in stages for p in ("p50", "p95")],
-        [[m["label"]] + [_fmt(m["latency_ms"][s][p], 1) for s in stages for p in ("p50", "p95")]
+        [[m["label"]] + [_fmt(m["latency_ms"][s][p] if s in m["latency_ms"] else None, 1)
+                         for s in stages for p in ("p50", "p95")]
          for m in modes.values()],
     ))
     return out
@@ -653,9 +768,10 @@ CSV_COLUMNS = ["id", "question", "expected", "answer", "span", "score", "cited_d
                "retrieve_ms", "answer_ms", "total_ms"]
 
 
-def csv_rows(outcomes: list[Outcome], modes: list[str]) -> list[dict]:
-    """One row per question and mode, failures first, then by mode and question order."""
-    order = {m: i for i, m in enumerate(modes)}
+def csv_rows(outcomes: list[Outcome], runs: list[tuple[str, str]]) -> list[dict]:
+    """One row per question and run, failures first, then by run and question order."""
+    runs = normal_runs(runs, Settings())
+    order = {run_key(r, runs): i for i, r in enumerate(runs)}
     rows = []
     for n, o in enumerate(outcomes):
         s = question_scores(o)
@@ -732,7 +848,32 @@ def write_chart(results: dict, path: Path) -> None:
     fig.savefig(path, format="png")
 
 
-def write_outputs(out: Path, results: dict, outcomes: list[Outcome], modes: list[str]) -> None:
+def write_reliability(results: dict, path: Path) -> None:
+    """A reliability diagram: per confidence bin, the share of top answers that were right."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for m in results["modes"].values():
+        bins = (m["answers"] or {}).get("reliability") or []
+        if bins:
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                    label=f"{m['label']} (ECE {m['answers']['ece']:.3f})")
+    ax.set_xlabel("confidence shown (mean of the bin)")
+    ax.set_ylabel(f"share right (span F1 ≥ {RIGHT_F1})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    ax.set_title(f"Reliability: {Path(results['dataset']['path']).name}")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def write_outputs(out: Path, results: dict, outcomes: list[Outcome], runs: list[tuple[str, str]]) -> None:
     """Write the report folder beside ``out`` and move it into place (replacing ``out``) only when complete."""
     out = Path(out).absolute()
     tag = uuid.uuid4().hex[:8]
@@ -748,8 +889,10 @@ def write_outputs(out: Path, results: dict, outcomes: list[Outcome], modes: list
         with open(tmp / "per_question.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
             writer.writeheader()
-            writer.writerows(csv_rows(outcomes, modes))
+            writer.writerows(csv_rows(outcomes, runs))
         write_chart(results, tmp / "chart.png")
+        if any(m["answers"] and m["answers"]["reliability"] for m in results["modes"].values()):
+            write_reliability(results, tmp / "reliability.png")
         if out.exists():
             old = out.parent / f".{out.name}.old-{tag}"
             os.replace(out, old)

@@ -92,11 +92,11 @@ def staleness(settings: Settings) -> str | None:
     """Why the index must be (re)built, or None when it is up to date with the corpus."""
     manifest = read_manifest(Path(settings.index))
     if manifest is None:
-        corpus_files(Path(settings.corpus))  # a missing corpus is the error, not the missing index
+        corpus_files(Path(settings.corpus), follow_links=settings.follow_links)  # a missing corpus is the error
         return "no index yet"
     if manifest.get("signature") != index_signature(settings):
         return "index settings or model changed"
-    docs = fingerprint(Path(settings.corpus))
+    docs = fingerprint(Path(settings.corpus), follow_links=settings.follow_links)
     known = {**{d: meta["sha256"] for d, meta in manifest["docs"].items()}, **manifest.get("skipped", {})}
     if known == docs:
         return None
@@ -154,7 +154,7 @@ def build_index(
     folder = Path(settings.index)
     corpus = Path(settings.corpus)
     t0 = time.perf_counter()
-    files = corpus_files(corpus)  # before the lock: a bad corpus leaves no index folder behind
+    files = corpus_files(corpus, follow_links=settings.follow_links)  # before the lock: a bad corpus leaves no index folder behind
     if not files:
         raise QAError(f"no documents in {corpus} (expected .txt, .md, .html or .pdf files)")
     with _locked(folder):

@@ -5,30 +5,49 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from qa.answer import NOT_FOUND, extract
+from qa.answer import NOT_FOUND, citation, reader_answers
+from qa.calibration import Calibration, calibration_for
 from qa.config import MAX_QUESTION_CHARS, Settings
 from qa.index import Index, ensure_index, load_index, stderr_log
+from qa.reader import Reader, load_reader
 from qa.retrieve import contextualize, retrieve
 from qa.types import QAError, Result
 
 
 @dataclass
 class Engine:
-    """What answering needs, loaded once: settings, index and query encoder."""
+    """What answering needs, loaded once: settings, index, query encoder, reader and its calibration."""
 
     settings: Settings
     index: Index
     encoder: object
+    reader: Reader | None = None  # None with --answerer heuristic
+    calibration: Calibration | None = None
 
 
 def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progress: bool = True,
-                encoder=None) -> Engine:
-    """Load the index (building it first if missing or stale, unless ``build`` is False) and the encoder.
-
-    Pass ``encoder`` (e.g. the previous engine's) to reuse an already loaded query encoder.
-    """
+                encoder=None, reader: Reader | None = None, fitting: bool = False) -> Engine:
+    """Load the index (building it first if missing or stale, unless ``build`` is False), the
+    encoder and the reader. Pass ``encoder`` or ``reader`` (e.g. the previous engine's) to reuse them.
+    ``fitting``: a calibration is about to be fitted, so a reader without one is no error."""
     index = ensure_index(settings, log=log, progress=progress) if build else load_index(settings)
-    return Engine(settings, index, encoder or query_encoder(settings))
+    engine = Engine(settings, index, encoder or query_encoder(settings))
+    if settings.answerer == "reader":
+        engine.reader = reader or load_reader(settings.reader or None, settings.model_path)
+        try:
+            engine.calibration = calibration_for(index.folder, engine.reader.folder, engine.reader.identity,
+                                                 model_name(index), log=log)
+        except QAError:
+            if not fitting:
+                raise
+            engine.calibration = Calibration(engine.reader.identity, model_name(index),
+                                             ranker=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], platt=(1.0, 0.0))
+    return engine
+
+
+def model_name(index: Index) -> str:
+    """The embedding model's name as the index records it (what a calibration is tied to)."""
+    return str(index.manifest.get("model", {}).get("name", ""))
 
 
 def query_encoder(settings: Settings):
@@ -49,24 +68,56 @@ def check_question(question: str) -> str:
     return question
 
 
-def ask(engine: Engine, question: str, *, history: list[str] | None = None, settings: Settings | None = None) -> Result:
-    """Answer one question; ``history`` holds earlier questions of the conversation, oldest first."""
+def threshold(engine: Engine, settings: Settings) -> float:
+    """The abstention threshold in effect: the one given, else the calibrated one."""
+    if settings.threshold is not None:
+        return settings.threshold
+    if settings.answerer == "reader" and engine.calibration is not None:
+        return engine.calibration.threshold
+    from qa.config import HEURISTIC_THRESHOLD
+
+    return HEURISTIC_THRESHOLD
+
+
+def ask(engine: Engine, question: str, *, history: list[str] | None = None, settings: Settings | None = None,
+        depth: int = 0) -> Result:
+    """Answer one question; ``history`` holds earlier questions of the conversation, oldest first.
+
+    ``depth`` > k also returns that many ranked hits in ``Result.hits`` (for ``qa eval``),
+    without changing the answer: the answer always comes from the normal top-k retrieval.
+    """
     settings = settings or engine.settings
     question = check_question(question)
     t0 = time.perf_counter()
     query = contextualize(question, history or [])
-    found = retrieve(engine.index, engine.encoder, query, settings)
+    normal = max(settings.candidates, settings.k)
+    found = retrieve(engine.index, engine.encoder, query, settings.replace(k=max(settings.k, min(depth, normal))))
     t1 = time.perf_counter()
-    qvec = found.query_vector
-    if qvec is None:
-        qvec = engine.encoder.encode([query])[0]
-    answers, citations = extract(question, query, found.hits, engine.index, qvec, settings)
+    hits = found.hits[: settings.k]
+    timings = {}
+    if settings.answerer == "reader":
+        if engine.reader is None or engine.calibration is None:
+            raise QAError("this engine was opened without a reader (open it with answerer='reader')")
+        answers, timings = reader_answers(engine.reader, engine.calibration, question, hits[: settings.read],
+                                          threshold=threshold(engine, settings), max_answers=settings.max_answers)
+    else:
+        from qa.heuristic import extract
+
+        qvec = found.query_vector
+        if qvec is None:
+            qvec = engine.encoder.encode([query])[0]
+        answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=threshold(engine, settings)))
+    citations = [citation(n, hit, engine.index) for n, hit in enumerate(hits, start=1)]
     t2 = time.perf_counter()
+    ranked = found.hits
+    if depth > normal:  # deeper than the answer's retrieval goes: a second, separate retrieval
+        ranked = retrieve(engine.index, engine.encoder, query, settings.replace(k=depth)).hits
     timings = {
         "retrieve": round((t1 - t0) * 1000, 3),
         "answer": round((t2 - t1) * 1000, 3),
         "total": round((t2 - t0) * 1000, 3),
         **{f"retrieve_{k}": round(v, 3) for k, v in found.timings_ms.items()},
+        **timings,
     }
     return Result(
         question=question,
@@ -75,4 +126,5 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         mode=settings.mode,
         timings_ms=timings,
         message="" if answers else NOT_FOUND,
+        hits=ranked if depth else [],
     )

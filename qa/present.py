@@ -12,7 +12,13 @@ SNIPPET_CHARS = 300
 
 
 def confidence_label(score: float) -> str:
+    """The heuristic answerer's labels (the reader's come from its calibration)."""
     return "high" if score >= 0.6 else "medium" if score >= 0.45 else "low"
+
+
+def answer_label(answer: Answer) -> str:
+    """high / medium / low: the calibrated label when the answerer gave one."""
+    return answer.label or confidence_label(answer.score)
 
 
 def to_json(result: Result) -> str:
@@ -24,7 +30,8 @@ def to_dict(result: Result) -> dict:
     return {
         "question": result.question,
         "answers": [
-            {"text": a.text, "span": a.span, "score": a.score, "citation": a.citation, "start": a.start, "end": a.end}
+            {"text": a.text, "span": a.span, "score": a.score, "confidence": answer_label(a), "citation": a.citation,
+             "doc": a.doc, "start": a.start, "end": a.end, "span_start": a.span_start, "span_end": a.span_end}
             for a in result.answers
         ],
         "citations": [
@@ -47,7 +54,7 @@ def to_text(result: Result, *, color: bool = False) -> str:
     for i, a in enumerate(result.answers):
         label = "A:" if i == 0 else "  also:"
         lines.append(f"{label} {mark_span(a, '**', '**', bold, reset)} [{a.citation}]")
-        lines.append(f"   {dim}score {a.score:.2f} ({confidence_label(a.score)}){reset}")
+        lines.append(f"   {dim}confidence {a.score:.2f} ({answer_label(a)}){reset}")
     if result.citations:
         lines.append("")
     for c in result.citations:

@@ -80,6 +80,8 @@ class Answer:
     end: int
     span_start: int | None = None  # document offsets of ``span``
     span_end: int | None = None
+    label: str = ""  # high / medium / low, from the calibrated probability
+    doc: str = ""  # Document.id of the cited passage
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Result:
     mode: str
     timings_ms: dict[str, float]
     message: str = ""  # e.g. the abstention message
+    hits: list[Hit] = field(default_factory=list)  # the ranked hits, when asked for (``ask(depth=…)``)
 
     @property
     def abstained(self) -> bool:
@@ -108,6 +111,8 @@ class Question:
     doc: str | None = None  # Document.id of the gold document, when known
     region: tuple[int, int] | None = None  # gold region (e.g. a SQuAD paragraph) in that document
     relevant: dict[str, int] = field(default_factory=dict)  # qrels: Document.id -> grade (BEIR)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # gold answers' document offsets, when known
+    article: str | None = None  # the article's title as the data set spells it (SQuAD), for --split
 
     @property
     def answerable(self) -> bool:

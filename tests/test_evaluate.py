@@ -76,7 +76,10 @@ def read_csv(path):
 
 def assert_fractions(figures):
     for key, value in figures.items():
-        if key not in ("n", "answerable", "unanswerable", "mean_answer_words") and value is not None:
+        if key == "reliability":
+            assert sum(b["n"] for b in value) <= figures["n"]
+            assert all(0.0 <= b["confidence"] <= 1.0 and 0.0 <= b["accuracy"] <= 1.0 for b in value)
+        elif key not in ("n", "answerable", "unanswerable", "mean_answer_words") and value is not None:
             assert 0.0 <= value <= 1.0, (key, value)
 
 
@@ -87,7 +90,7 @@ def test_eval_jsonl_writes_consistent_outputs(tiny, tmp_path, capsys):
     code, stdout, _ = run_eval_cli(capsys, tiny.questions, "--corpus", tiny.corpus, "--index", tiny.index,
                                    "--out", out)
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["chart.png", "per_question.csv", "report.md", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["chart.png", "per_question.csv", "reliability.png", "report.md", "results.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp or old folders left beside it
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for label in LABELS.values():
@@ -191,14 +194,16 @@ def test_choose_threshold_maximises_accuracy_plus_abstention_f1():
 def test_calibrate_saves_threshold_that_ask_reads(tiny, tmp_path, capsys):
     index = tmp_path / "index"
     shutil.copytree(tiny.index, index)
-    code, stdout, _ = run_eval_cli(capsys, tiny.questions, "--corpus", tiny.corpus, "--index", index, "--calibrate")
+    code, stdout, _ = run_eval_cli(capsys, tiny.questions, "--corpus", tiny.corpus, "--index", index, "--calibrate",
+                                   "--answerer", "heuristic")
     assert code == 0
     saved = json.loads((index / "settings.json").read_text())
     threshold = saved["threshold"]
     assert 0.0 <= threshold <= 1.0
     assert f"threshold {threshold:.4f}" in stdout and "settings.json" in stdout
-    assert load_saved(Settings(index=index)).threshold == threshold
-    args = build_parser().parse_args(["ask", "--index", str(index), "How tall?"])
+    assert load_saved(Settings(index=index, answerer="heuristic")).threshold == threshold
+    assert load_saved(Settings(index=index)).threshold is None  # the reader's threshold is its calibration's
+    args = build_parser().parse_args(["ask", "--index", str(index), "--answerer", "heuristic", "How tall?"])
     assert settings_from(args).threshold == threshold
     assert not [p for p in index.iterdir() if p.name.endswith(".tmp")]
 

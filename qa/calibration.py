@@ -1,0 +1,221 @@
+"""From the reader's logits to a probability that the answer is right.
+
+Two small models, fitted by ``qa eval --calibrate`` on questions the reader never trained
+on (the shipped one: the ``calibrate`` articles of SQuAD dev, see :mod:`qa.splits`):
+
+* a **ranker**, logistic regression over each candidate span's features
+  (:data:`FEATURES`): the reader's span score, its margin over the window's "no answer"
+  score, its share among all candidates of the question, the rank retrieval gave its
+  passage, and whether the passage lacks a name, code or number the question asks about.
+  It orders the candidates across passages;
+* a **Platt scaling** of the best candidate's ranker score into P(right), fitted on the
+  best candidates only (the top of a list is chosen because it scored high, so its raw
+  score overstates its chance).
+
+"Right" means the span's token F1 against the best gold answer is at least 0.5
+(:data:`RIGHT_F1`). The labels and the abstention threshold are probabilities too. A
+calibration names the reader (checksum) and the embedding model it was fitted with and
+is refused for any other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qa.types import QAError
+
+FEATURES = ("score", "margin", "share", "rank", "missing")
+RIGHT_F1 = 0.5
+CALIBRATION_FILE = "calibration.json"
+FORMAT = 1
+
+_QUESTION_WORDS = frozenset(
+    "what which who whom whose when where why how is are was were do does did can could should would will "
+    "has have had the a an in on of for to by from with and or i".split()
+)
+_TERM = re.compile(r"[A-Za-z][\w'’.-]*[\w]|\d[\d,.]*\d|\d")
+
+
+@dataclass
+class Calibration:
+    reader: str  # sha256 of the reader it was fitted for
+    model: str  # the embedding model's identity (index manifest "model") it was fitted with
+    ranker: list[float]  # one weight per FEATURES, then the bias
+    platt: tuple[float, float]  # P = sigmoid(a * ranker_logit + b) for the best candidate
+    threshold: float = 0.3  # abstain when P(right) is below this
+    high: float = 0.75  # label "high" from this P(right) up
+    medium: float = 0.5  # label "medium" from this P(right) up
+    fitted_on: str = ""
+    figures: dict = field(default_factory=dict)  # e.g. ECE and n on the fitting questions
+    format: int = FORMAT
+
+    def rank_logits(self, features: np.ndarray) -> np.ndarray:
+        w = np.asarray(self.ranker, dtype=np.float64)
+        return features @ w[:-1] + w[-1]
+
+    def probability(self, rank_logit: float) -> float:
+        a, b = self.platt
+        return float(_sigmoid(a * rank_logit + b))
+
+    def label(self, p: float) -> str:
+        return "high" if p >= self.high else "medium" if p >= self.medium else "low"
+
+    def save(self, path: Path) -> None:
+        from qa.index import atomic_write
+
+        atomic_write(path, json.dumps(asdict(self), indent=2) + "\n")
+
+
+def load_calibration(path: Path) -> Calibration:
+    """Read and validate a calibration file; QAError naming the file when it is not one."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise QAError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise QAError(f"{path} is not valid JSON ({exc}): delete it or run qa eval --calibrate again") from None
+    try:
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ValueError("unknown format")
+        cal = Calibration(
+            reader=str(raw["reader"]), model=str(raw["model"]),
+            ranker=[float(x) for x in raw["ranker"]], platt=(float(raw["platt"][0]), float(raw["platt"][1])),
+            threshold=float(raw["threshold"]), high=float(raw["high"]), medium=float(raw["medium"]),
+            fitted_on=str(raw.get("fitted_on", "")), figures=dict(raw.get("figures", {})),
+        )
+        if len(cal.ranker) != len(FEATURES) + 1 or not all(map(math.isfinite, [*cal.ranker, *cal.platt])):
+            raise ValueError("wrong number of ranker weights")
+        if not 0.0 <= cal.threshold <= 1.0 or not 0.0 <= cal.medium <= cal.high <= 1.0:
+            raise ValueError("threshold and labels must be probabilities, medium <= high")
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise QAError(f"{path} is not a valid calibration ({exc}): delete it or run qa eval --calibrate again") from None
+    return cal
+
+
+# ---------------------------------------------------------------- features
+
+
+def specific_terms(question: str) -> list[str]:
+    """Names, codes and numbers the question asks about: words with a capital (not the first
+    word) or a digit ("China", "Su-57", "2019")."""
+    terms = []
+    for i, m in enumerate(_TERM.finditer(question)):
+        word = m.group(0).rstrip(".")
+        if word.endswith(("'s", "’s")):
+            word = word[:-2]
+        if not word or word.lower() in _QUESTION_WORDS:
+            continue
+        if any(c.isdigit() for c in word) or (i > 0 and word[0].isupper()):
+            terms.append(word)
+    return list(dict.fromkeys(terms))
+
+
+def missing_terms(terms: list[str], text: str) -> list[str]:
+    """The terms ``text`` does not mention. A word counts as mentioned by any word sharing its
+    stem (its first letters, all but two, at least four): "Iran" by "Iranian", "China" by "Chinese"."""
+    lower = text.lower()
+    words = set(re.findall(r"[\w-]+", lower))
+    out = []
+    for term in terms:
+        t = term.lower()
+        if any(c.isdigit() for c in t) or len(t) <= 4:
+            found = re.search(rf"(?<![\w]){re.escape(t)}(?![\d])", lower) is not None
+        else:
+            stem = t[: max(4, len(t) - 2)]
+            found = any(w.startswith(stem) for w in words)
+        if not found:
+            out.append(term)
+    return out
+
+
+def candidate_features(scores: np.ndarray, nulls: np.ndarray, ranks: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """The FEATURES matrix of a question's candidates (one row each)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    share = scores - np.logaddexp.reduce(scores) if len(scores) else scores
+    return np.column_stack([
+        scores, scores - np.asarray(nulls, dtype=np.float64), share,
+        1.0 / (1.0 + np.asarray(ranks, dtype=np.float64)), np.asarray(missing, dtype=np.float64),
+    ]).reshape(len(scores), len(FEATURES))
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2, iters: int = 50) -> np.ndarray:
+    """Weights (then bias) of an L2-regularised logistic regression, by Newton's method.
+
+    Features are standardised inside, so the penalty weighs them alike; the returned
+    weights apply to the raw features.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        raise QAError("calibration needs both right and wrong answers among the questions")
+    mu, sd = x.mean(0), x.std(0)
+    sd[sd == 0] = 1.0
+    z = np.column_stack([(x - mu) / sd, np.ones(len(x))])
+    w = np.zeros(z.shape[1])
+    penalty = np.full(z.shape[1], l2 * len(x))
+    penalty[-1] = 0.0
+    for _ in range(iters):
+        p = _sigmoid(z @ w)
+        grad = z.T @ (p - y) + penalty * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    weights = w[:-1] / sd
+    return np.append(weights, w[-1] - float(np.dot(weights, mu)))
+
+
+def fit_platt(logits: np.ndarray, right: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: (a, b) with P(right) = sigmoid(a * logit + b)."""
+    w = fit_logistic(np.asarray(logits, dtype=np.float64)[:, None], right, l2=1e-4)
+    return float(w[0]), float(w[1])
+
+
+def reliability(probs: list[float], right: list[bool], bins: int = 10) -> dict:
+    """Expected calibration error and the per-bin table of a reliability diagram."""
+    p = np.asarray(probs, dtype=np.float64)
+    r = np.asarray(right, dtype=np.float64)
+    table = []
+    ece = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = (p >= lo) & ((p < hi) if b < bins - 1 else (p <= hi))
+        n = int(inside.sum())
+        if n:
+            conf, acc = float(p[inside].mean()), float(r[inside].mean())
+            ece += n / len(p) * abs(conf - acc)
+            table.append({"lo": lo, "hi": hi, "n": n, "confidence": conf, "accuracy": acc})
+    return {"ece": ece if len(p) else None, "bins": table, "n": len(p)}
+
+
+def calibration_for(index_folder: Path, reader_folder: Path, reader: str, model: str, *, log=None) -> Calibration:
+    """The calibration to use: the index's own (``qa eval --calibrate``) when it was made for
+    this reader and embedding model, else the one shipped with the reader."""
+    own = Path(index_folder) / CALIBRATION_FILE
+    if own.is_file():
+        cal = load_calibration(own)
+        if cal.reader == reader and cal.model == model:
+            return cal
+        if log:
+            log(f"note: {own} was fitted for another reader or model and is not used")
+    shipped = Path(reader_folder) / CALIBRATION_FILE
+    if shipped.is_file():
+        cal = load_calibration(shipped)
+        if cal.reader == reader:
+            return cal
+    raise QAError(f"no calibration for the reader in {reader_folder}: run qa eval --calibrate on questions "
+                  "with answers (e.g. SQuAD's calibrate split)")

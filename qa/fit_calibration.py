@@ -1,0 +1,107 @@
+"""``qa eval --calibrate`` for the reader: fit the ranker, the confidence and the threshold.
+
+On each answerable question the normal path runs (``qa.pipeline.ask``'s retrieval, the
+reader on the passages it would read); every candidate span is labelled right when its
+token F1 against the gold answers is at least :data:`qa.calibration.RIGHT_F1`.
+
+The abstention threshold needs questions the documents cannot answer. Each answerable
+question with a known gold document is asked a second time as if that document were
+not in the corpus: the same ranked list without the gold document's passages, so
+the reader sees the nearest passages of other documents, as it does for a real question
+nobody wrote about. The threshold maximises accuracy plus abstention F1 over both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from qa.calibration import CALIBRATION_FILE, RIGHT_F1, Calibration, fit_logistic, fit_platt, reliability
+from qa.config import Settings
+from qa.types import QAError, Question
+
+LOOKAHEAD = 30  # ranked hits fetched so that k remain after dropping the gold document's
+
+
+def collect(engine, questions: list[Question], settings: Settings, *, progress: bool = True
+            ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """Per asked question: candidate features, candidate right flags, whether it is a simulated
+    unanswerable question."""
+    from tqdm import tqdm
+
+    from qa.answer import reader_candidates
+    from qa.metrics import token_f1
+    from qa.pipeline import ask
+
+    neutral = dataclasses.replace(engine.calibration, ranker=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], platt=(1.0, 0.0))
+    rows = []
+    for q in tqdm(questions, desc="calibrate", unit="q", file=sys.stderr, disable=not progress, mininterval=0.5):
+        if not q.answerable:
+            continue
+        result = ask(engine, q.question, settings=settings, depth=max(settings.k, LOOKAHEAD))
+        read = min(settings.read, settings.k)
+        asked = [(result.hits[:read], False)]
+        if q.doc is not None:
+            others = [h for h in result.hits if h.passage.doc != q.doc][:read]
+            asked.append(([dataclasses.replace(h, rank=r) for r, h in enumerate(others)], True))
+        for hits, simulated in asked:
+            cands, _ = reader_candidates(engine.reader, neutral, q.question, hits)
+            if not cands:
+                continue
+            feats = np.array([c.features for c in cands])
+            right = np.array([not simulated and token_f1(
+                hits[c.hit].passage.text[c.start - hits[c.hit].passage.start : c.end - hits[c.hit].passage.start],
+                q.answers) >= RIGHT_F1 for c in cands])
+            rows.append((feats, right, simulated))
+    return rows
+
+
+def fit(rows: list[tuple[np.ndarray, np.ndarray, bool]], reader: str, model: str, fitted_on: str) -> Calibration:
+    """A Calibration from collected rows (see :func:`collect`)."""
+    from qa.evaluate import choose_threshold
+
+    answerable = [r for r in rows if not r[2]]
+    if not answerable:
+        raise QAError("--calibrate needs answerable questions in the set")
+    ranker = fit_logistic(np.vstack([f for f, _, _ in rows]), np.concatenate([y for _, y, _ in rows]))
+    cal = Calibration(reader, model, ranker=[float(x) for x in ranker], platt=(1.0, 0.0), fitted_on=fitted_on)
+    tops = []
+    for feats, right, simulated in rows:
+        logits = cal.rank_logits(feats)
+        best = int(np.argmax(logits))
+        tops.append((float(logits[best]), bool(right[best]), simulated))
+    a, b = fit_platt(np.array([t[0] for t in tops if not t[2]]), np.array([t[1] for t in tops if not t[2]]))
+    cal.platt = (a, b)
+    probs = [cal.probability(t[0]) for t in tops]
+    cal.threshold = choose_threshold(probs, [t[1] for t in tops], [t[2] for t in tops])
+    shown = [(p, t[1]) for p, t in zip(probs, tops) if not t[2]]
+    rel = reliability([p for p, _ in shown], [r for _, r in shown])
+    cal.figures = {"questions": len(answerable), "simulated_unanswerable": len(rows) - len(answerable),
+                   "ece": round(rel["ece"], 4), "top_right": round(float(np.mean([r for _, r in shown])), 4)}
+    return cal
+
+
+def run_reader_calibration(engine, questions: list[Question], settings: Settings, *, progress: bool = True,
+                           out: Path | None = None) -> int:
+    """Fit on ``questions`` (hybrid mode), print what was fitted and save it with the index (or to ``out``)."""
+    s = settings.replace(mode="hybrid", answerer="reader", threshold=0.0, max_answers=1)
+    rows = collect(engine, questions, s, progress=progress)
+    from qa.pipeline import model_name
+
+    cal = fit(rows, engine.reader.identity, model_name(engine.index),
+              f"{len(questions)} questions, hybrid ({s.fusion}), k {s.k}, read {s.read}")
+    path = Path(out) if out is not None else Path(settings.index) / CALIBRATION_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cal.save(path)
+    except OSError as e:
+        raise QAError(f"cannot save the calibration in {path}: {e.strerror or e}") from None
+    f = cal.figures
+    print(f"calibrated on {f['questions']} answerable questions and {f['simulated_unanswerable']} with their gold "
+          f"document left out: threshold {cal.threshold:.3f}, right at the top {f['top_right']:.3f}, "
+          f"ECE {f['ece']:.3f} (on the fitting questions)")
+    print(f"saved to {path}")
+    return 0

@@ -1,0 +1,280 @@
+"""The reader: windows, span post-processing, the no-answer path, the shipped model and its calibration."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers_core import DOC_A, ROOT
+from qa.answer import answer_sentences, reader_answers
+from qa.calibration import (Calibration, calibration_for, candidate_features, fit_logistic, fit_platt,
+                            load_calibration, missing_terms, reliability, specific_terms)
+from qa.config import Settings
+from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, file_sha256, load_reader
+from qa.reader_windows import WindowMaker, batch_arrays, best_spans, token_span
+from qa.types import Hit, Passage, QAError
+
+MODEL_DIR = Settings().model_path
+
+
+@pytest.fixture(scope="module")
+def maker() -> WindowMaker:
+    return WindowMaker(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_reader(None, MODEL_DIR)
+
+
+def passage(doc: str, start: int, text: str, ordinal: int = 0) -> Passage:
+    """A passage of ``text`` at document offset ``start``, one sentence per '. '."""
+    sentences, pos = [], 0
+    for part in text.split(". "):
+        end = pos + len(part) + (2 if pos + len(part) < len(text) else 0)
+        sentences.append((start + pos, start + min(end, len(text))))
+        pos = end
+    return Passage(doc, ordinal, start, start + len(text), 1, text, tuple(sentences))
+
+
+# ---------------------------------------------------------------- windows and spans
+
+
+def test_windows_cover_a_long_context_with_overlap(maker):
+    context = " ".join(f"word{i}" for i in range(600))
+    windows = maker.make_windows("Which word comes last?", [context])
+    assert len(windows) > 1
+    assert all(len(w.ids) <= maker.window for w in windows)
+    for a, b in zip(windows, windows[1:]):
+        assert b.offsets[0][0] < a.offsets[-1][1]  # neighbours overlap
+    assert windows[0].offsets[0][0] == 0 and windows[-1].offsets[-1][1] == len(context)
+
+
+def test_token_span_maps_back_to_the_exact_text(maker):
+    context = "Since 2022, Russia purchased approximately 1,700 drones from Iran's Shahed line."
+    w = maker.make_windows("How many drones?", [context])[0]
+    start = context.index("1,700")
+    s, e = token_span(w, start, start + len("1,700"))
+    assert context[w.offsets[s - w.first][0] : w.offsets[e - w.first][1]] == "1,700"
+    assert token_span(w, 0, len(context) + 5) is None  # not wholly inside the window
+
+
+def test_best_spans_stay_inside_one_context_and_map_to_exact_text(maker):
+    contexts = ["Russia bought 1,700 drones.", "Iran sold them through the port of Amirabad."]
+    windows = maker.make_windows("How many drones did Russia buy?", contexts)
+    arrays = batch_arrays(windows)
+    start = np.full(arrays["input_ids"].shape, -5.0)
+    end = np.full(arrays["input_ids"].shape, -5.0)
+    # The best start is at the end of the first context and the best end in the second:
+    # a span across the two must never come out.
+    start[0, windows[0].first + windows[0].n_context - 1] = 9.0
+    end[1, windows[1].first + 1] = 9.0
+    start[0, windows[0].first + 2] = 4.0
+    end[0, windows[0].first + 4] = 4.0
+    spans = best_spans(windows, start, end)
+    assert spans
+    for sp in spans:
+        text = contexts[sp.item][sp.start : sp.end]
+        assert text and text == text.strip()
+        assert sp.end <= len(contexts[sp.item])
+    best = spans[0]
+    assert best.item == 0 and contexts[0][best.start : best.end] == "1,700 drones"
+
+
+def test_spans_end_after_they_start_and_respect_the_length_cap(maker):
+    context = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    windows = maker.make_windows("Which letter?", [context])
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(1, len(windows[0].ids)))
+    e = rng.normal(size=(1, len(windows[0].ids)))
+    spans = best_spans(windows, s, e, max_tokens=3, per_window=20)
+    for sp in spans:
+        assert sp.start < sp.end
+        assert len(maker.tokenizer.encode(context[sp.start : sp.end], add_special_tokens=False).ids) <= 3
+
+
+def test_answer_sentences_are_the_ones_holding_the_span():
+    p = passage("a.txt", 100, "First fact here. Russia bought 1,700 drones. Last one.")
+    s = p.text.index("1,700") + 100
+    a, b = answer_sentences(p, s, s + 5)
+    assert p.text[a - 100 : b - 100].strip() == "Russia bought 1,700 drones."
+
+
+# ---------------------------------------------------------------- answering and abstaining
+
+
+class FixedReader:
+    """A reader whose logits are given: the real post-processing and answer path run on them."""
+
+    def __init__(self, maker, favour: str | None):
+        self.maker, self.favour = maker, favour
+
+    def read(self, question, texts, *, per_window=3):
+        windows = self.maker.make_windows(question, texts)
+        arrays = batch_arrays(windows)
+        s = np.full(arrays["input_ids"].shape, -4.0)
+        e = np.full(arrays["input_ids"].shape, -4.0)
+        s[:, 0] = e[:, 0] = 6.0  # "no answer" everywhere…
+        if self.favour:  # …unless told which words to favour
+            for i, w in enumerate(windows):
+                text = texts[w.item]
+                at = text.find(self.favour)
+                if at >= 0:
+                    a, b = token_span(w, at, at + len(self.favour))
+                    s[i, 0] = e[i, 0] = -6.0
+                    s[i, a], e[i, b] = 8.0, 8.0
+        return best_spans(windows, s, e, per_window=per_window), 1.0
+
+
+CAL = Calibration("x", "m", ranker=[0.0, 1.0, 0.0, 0.0, -3.0, 0.0], platt=(1.0, 0.0), threshold=0.5)
+
+
+def hits_of(*texts: str) -> list[Hit]:
+    out, pos = [], 0
+    for r, t in enumerate(texts):
+        out.append(Hit(r, passage(DOC_A, pos, t, r), 1.0, r))
+        pos += len(t) + 2
+    return out
+
+
+def test_answers_quote_the_passage_and_point_at_the_span(maker):
+    hits = hits_of("Nothing here. Really nothing.", "Since 2022, Russia purchased approximately 1,700 drones. More.")
+    answers, timings = reader_answers(FixedReader(maker, "1,700"), CAL, "How many drones?", hits,
+                                      threshold=0.5, max_answers=3)
+    assert len(answers) == 1 and timings["reader"] == 1.0
+    a = answers[0]
+    p = hits[1].passage
+    assert a.citation == 2 and a.span == "1,700" and a.doc == DOC_A
+    assert p.text[a.span_start - p.start : a.span_end - p.start] == "1,700"
+    assert p.text[a.start - p.start : a.end - p.start] == a.text
+    assert a.text == "Since 2022, Russia purchased approximately 1,700 drones. "
+    assert a.score > 0.99 and a.label == "high"
+
+
+def test_no_answer_when_the_reader_says_no_answer(maker):
+    hits = hits_of("Nothing here. Really nothing.", "Another unrelated passage.")
+    answers, _ = reader_answers(FixedReader(maker, None), CAL, "Who is the president?", hits,
+                                threshold=0.5, max_answers=3)
+    assert answers == []
+
+
+def test_a_missing_name_lowers_the_confidence(maker):
+    hits = hits_of("Since 2022, Russia purchased approximately 1,700 drones. More.")
+    asked = {}
+    for q in ("How many drones has Russia purchased?", "How many drones has China purchased?"):
+        answers, _ = reader_answers(FixedReader(maker, "1,700"), CAL, q, hits, threshold=0.0, max_answers=1)
+        asked[q] = answers[0].score
+    assert asked["How many drones has China purchased?"] < asked["How many drones has Russia purchased?"] - 0.5
+
+
+def test_specific_and_missing_terms():
+    q = "How many drones has China purchased from Iran since 2019, and what about the Su-57?"
+    assert specific_terms(q) == ["China", "Iran", "2019", "Su-57"]
+    text = "Since 2022, Russia purchased 1,700 drones from Iranian makers; the Su-57 was not offered."
+    assert missing_terms(specific_terms(q), text) == ["China", "2019"]
+    assert missing_terms(["Chinese"], "China buys") == []  # same stem
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_logistic_fit_recovers_a_known_rule():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4000, 2))
+    y = rng.random(4000) < 1 / (1 + np.exp(-(2.0 * x[:, 0] - 1.0 * x[:, 1] + 0.5)))
+    w = fit_logistic(x, y, l2=1e-6)
+    assert np.allclose(w, [2.0, -1.0, 0.5], atol=0.2)
+    a, b = fit_platt(x[:, 0] * 2 - x[:, 1], y)
+    assert abs(a - 1.0) < 0.15 and abs(b - 0.5) < 0.15
+
+
+def test_reliability_and_ece():
+    rel = reliability([0.9, 0.9, 0.9, 0.9, 0.1, 0.1], [True, True, True, False, False, False])
+    assert rel["n"] == 6
+    assert rel["ece"] == pytest.approx(4 / 6 * 0.15 + 2 / 6 * 0.1)
+    assert [b["n"] for b in rel["bins"]] == [2, 4]
+
+
+def test_features_have_one_row_per_candidate():
+    f = candidate_features(np.array([3.0, 1.0]), np.array([0.0, 2.0]), np.array([0, 2]), np.array([0, 1]))
+    assert f.shape == (2, 5)
+    assert f[0, 1] == 3.0 and f[1, 1] == -1.0 and f[1, 3] == pytest.approx(1 / 3) and f[1, 4] == 1.0
+    assert np.exp(f[:, 2]).sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("content", ["{", "[1, 2]", '{"format": 1, "reader": "x"}',
+                                     '{"format": 1, "reader": "x", "model": "m", "ranker": [1], "platt": [1, 0], '
+                                     '"threshold": 0.3, "high": 0.8, "medium": 0.5}',
+                                     '{"format": 1, "reader": "x", "model": "m", "ranker": [0,0,0,0,0,0], '
+                                     '"platt": [1, 0], "threshold": 5, "high": 0.8, "medium": 0.5}'])
+def test_a_bad_calibration_file_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "calibration.json"
+    path.write_text(content)
+    with pytest.raises(QAError, match="calibration.json"):
+        load_calibration(path)
+
+
+def test_a_calibration_for_another_reader_is_not_used(tmp_path):
+    ours = Calibration("reader-a", "model", ranker=[0.0] * 6, platt=(1.0, 0.0), threshold=0.4)
+    other = Calibration("reader-b", "model", ranker=[0.0] * 6, platt=(1.0, 0.0), threshold=0.9)
+    (tmp_path / "index").mkdir()
+    (tmp_path / "reader").mkdir()
+    other.save(tmp_path / "index" / "calibration.json")
+    ours.save(tmp_path / "reader" / "calibration.json")
+    notes = []
+    got = calibration_for(tmp_path / "index", tmp_path / "reader", "reader-a", "model", log=notes.append)
+    assert got.threshold == 0.4 and notes and "another reader" in notes[0]
+    with pytest.raises(QAError, match="no calibration"):
+        calibration_for(tmp_path / "index", tmp_path / "reader", "reader-c", "model")
+
+
+# ---------------------------------------------------------------- the shipped model
+
+
+def test_shipped_model_matches_its_checksum():
+    assert (DEFAULT_DIR / MODEL_FILE).stat().st_size < 50 * 2**20
+    assert file_sha256(DEFAULT_DIR / MODEL_FILE) == expected_sha256(DEFAULT_DIR)
+    card = (DEFAULT_DIR / "MODEL_CARD.md").read_text()
+    assert expected_sha256(DEFAULT_DIR) in card
+    cal = load_calibration(DEFAULT_DIR / "calibration.json")
+    assert cal.reader == expected_sha256(DEFAULT_DIR)
+
+
+def test_a_damaged_model_is_refused(tmp_path):
+    copy = tmp_path / "reader"
+    shutil.copytree(DEFAULT_DIR, copy)
+    with open(copy / MODEL_FILE, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(QAError, match="does not match its checksum"):
+        load_reader(copy, MODEL_DIR)
+    (copy / "SHA256SUMS").unlink()
+    with pytest.raises(QAError, match="SHA256SUMS"):
+        load_reader(copy, MODEL_DIR)
+
+
+def test_onnx_reader_agrees_with_the_torch_model_it_was_exported_from(shipped):
+    """reference.json holds torch's start/end argmax on a fixed sample, recorded at export."""
+    ref = json.loads((DEFAULT_DIR / "reference.json").read_text())
+    from qa.reader_windows import Window
+
+    windows = [Window(0, w["ids"], w["first"], []) for w in ref["windows"]]
+    s, e = shipped.logits(windows)
+    starts = [int(np.argmax(s[i, : len(w.ids)])) for i, w in enumerate(windows)]
+    ends = [int(np.argmax(e[i, : len(w.ids)])) for i, w in enumerate(windows)]
+    agree = np.mean([a == b for a, b in zip(starts + ends, ref["start_argmax"] + ref["end_argmax"])])
+    assert agree >= ref["min_agreement"], agree
+
+
+def test_shipped_reader_finds_the_span_in_a_plain_sentence(shipped):
+    context = ("Iran-Russia drone trade. Since 2022, Russia purchased approximately 1,700 drones capable of "
+               "reconnaissance and suicide bomb missions.")
+    spans, ms = shipped.read("How many drones has Russia purchased?", [context])
+    assert "1,700" in context[spans[0].start : spans[0].end]
+    assert ms > 0
