@@ -49,7 +49,8 @@ from qa.config import MAX_QUESTION_CHARS, MODES, Settings  # noqa: E402
 from qa.index import documents_summary, stderr_log  # noqa: E402
 from qa.load import SUFFIXES, file_hash, fingerprint, load_document  # noqa: E402
 from qa.pipeline import Engine, ask, open_engine  # noqa: E402
-from qa.present import answer_html, confidence_label, passage_html, to_dict  # noqa: E402
+from qa.pipeline import threshold as effective_threshold  # noqa: E402
+from qa.present import answer_html, answer_label, passage_html, to_dict  # noqa: E402
 from qa.types import Citation, QAError, Result  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -133,7 +134,9 @@ def reload_engine(settings: Settings, notes: list[str] | None = None) -> Engine:
         previous = _engine
     same_model = previous is not None and (previous.settings.model, previous.settings.backend) == (
         settings.model, settings.backend)
-    engine = open_engine(settings, log=note, progress=True, encoder=previous.encoder if same_model else None)
+    same_reader = previous is not None and previous.settings.reader == settings.reader
+    engine = open_engine(settings, log=note, progress=True, encoder=previous.encoder if same_model else None,
+                         reader=previous.reader if same_reader else None)
     set_engine(engine)
     return engine
 
@@ -280,9 +283,9 @@ def reply_html(result: Result) -> str:
             parts.extend(citation_html(c, result) for c in result.citations)
         return _reply(parts, result)
     best, *more = result.answers
-    parts = [f'<p class="qa-answer">{answer_html(best)}{_ref(best.citation)}</p>', _confidence(best.score)]
+    parts = [f'<p class="qa-answer">{answer_html(best)}{_ref(best.citation)}</p>', _confidence(best)]
     for a in more:
-        parts.append(f'<div class="qa-also"><p>{answer_html(a)}{_ref(a.citation)}</p>{_confidence(a.score)}</div>')
+        parts.append(f'<div class="qa-also"><p>{answer_html(a)}{_ref(a.citation)}</p>{_confidence(a)}</div>')
     cited = {a.citation for a in result.answers}
     parts.append('<p class="qa-head">Sources</p>')
     parts.extend(citation_html(c, result) for c in result.citations if c.n in cited)
@@ -319,8 +322,8 @@ def _ref(n: int) -> str:
     return f'<span class="qa-ref">[{n}]</span>'
 
 
-def _confidence(score: float) -> str:
-    label = confidence_label(score)
+def _confidence(answer) -> str:
+    label, score = answer_label(answer), answer.score
     return f'<p class="qa-meta">Confidence: <span class="qa-{label}">{label}</span> ({score:.2f})</p>'
 
 
@@ -553,8 +556,10 @@ def build_app(engine_or_settings: Engine | Settings) -> gr.Blocks:
                         mode = gr.Radio(list(MODES), value=s.mode, label="Retrieval mode",
                                         info="hybrid: keywords and meaning; bm25: keywords; dense: meaning")
                         k = gr.Slider(1, MAX_K, value=s.k, step=1, label="Passages retrieved (k)")
-                        threshold = gr.Slider(0.0, 1.0, value=s.threshold, step=0.01, label="Abstention threshold",
-                                              info="Below this confidence the answer is “not in the documents”")
+                        threshold = gr.Slider(0.0, 1.0, value=effective_threshold(engine, s), step=0.01,
+                                              label="Abstention threshold",
+                                              info="Below this probability of being right, the answer is "
+                                                   "“not in the documents” (default: the calibrated value)")
             with gr.Tab("Documents", id="documents"):
                 summary = gr.Markdown(elem_id="doc-summary")
                 docs = gr.Dataframe(headers=["Title", "File", "Passages"], datatype=["str", "str", "number"],
