@@ -3,22 +3,28 @@
 SQuAD and BEIR ship their documents inside the benchmark files, so their loaders
 write the documents as ``.txt`` files into a corpus folder (only files whose content
 changed are rewritten, and stale ``.txt`` files are removed), to be indexed like any
-other corpus. Every problem with an input file raises :class:`QAError` with one line
-naming the file (and the line, for line-based files).
+other corpus. A corpus folder they write holds the mark file ``.qa-eval-corpus`` (it is
+safe to overwrite), and it is created only once the whole input file has been read. Every
+problem with an input file raises :class:`QAError` with one line naming the file (and the
+line, for line-based files).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import sys
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from qa.types import QAError, Question
 
 FORMATS = ("jsonl", "squad", "beir")
+CORPUS_MARK = ".qa-eval-corpus"  # in a corpus folder written here: safe to overwrite
 _MAX_SLUG = 80
+_MAX_ASSUMED_TITLE = 60  # characters of a title taken from an article's first line
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -137,9 +143,13 @@ def _sync_corpus(corpus_dir: Path, files: dict[str, str]) -> None:
     """Make corpus_dir hold exactly these ``.txt`` files, rewriting only changed ones.
 
     A write cut short leaves a file whose content differs, so the next run rewrites it.
+    The folder gets the mark file :data:`CORPUS_MARK`; a folder this call creates is
+    removed again if writing fails.
     """
+    created = not corpus_dir.exists()
     try:
         corpus_dir.mkdir(parents=True, exist_ok=True)
+        (corpus_dir / CORPUS_MARK).touch()
         present = {p.name for p in corpus_dir.glob("*.txt") if p.is_file()}
         for name, text in files.items():
             target = corpus_dir / name
@@ -150,6 +160,8 @@ def _sync_corpus(corpus_dir: Path, files: dict[str, str]) -> None:
         for name in present - files.keys():
             (corpus_dir / name).unlink()
     except OSError as exc:
+        if created:
+            shutil.rmtree(corpus_dir, ignore_errors=True)
         raise QAError(f"cannot write corpus folder {corpus_dir}: {exc.strerror or exc}") from None
 
 
@@ -158,17 +170,59 @@ def _squad_title(title: str) -> str:
     return " ".join(title.replace("_", " ").split()) or "Untitled"
 
 
-def load_squad(path: Path, corpus_dir: Path) -> list[Question]:
+def _scalar_text(value: Any) -> str | None:
+    """A JSON scalar as text: strings as they are, numbers, booleans and null as JSON
+    spells them (``7``, ``1.5``, ``true``, ``null``); None for a list or an object."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    return None
+
+
+def _assumed_title(article: dict[str, Any], number: int) -> str:
+    """A title for an article without one: its first non-blank context line (whitespace
+    collapsed, cut at a word to at most 60 characters), else ``Article <number>``."""
+    paragraphs = article.get("paragraphs")
+    for paragraph in paragraphs if isinstance(paragraphs, list) else []:
+        context = paragraph.get("context") if isinstance(paragraph, dict) else None
+        for line in _clean_text(context).split("\n") if isinstance(context, str) else []:
+            line = " ".join(line.split())
+            if len(line) > _MAX_ASSUMED_TITLE:
+                cut = line[: _MAX_ASSUMED_TITLE - 1]
+                line = (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip() + "…"
+            if line:
+                return line
+    return f"Article {number}"
+
+
+def _stderr_note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def load_squad(path: Path, corpus_dir: Path, *, note: Callable[[str], None] | None = None) -> list[Question]:
     """Load a SQuAD v1.1 or v2.0 JSON file, writing its articles into corpus_dir.
 
     Each article becomes ``<slug of title>.txt`` (``-2``, ``-3``... on a clash): a line
     ``# Title`` (underscores shown as spaces), a blank line, then the paragraphs in
     order separated by blank lines; line breaks are written as ``\\n``. Each question
     gets ``doc`` = that file name, ``region`` = the paragraph's (start, end) character
-    offsets in the file's text as read back in UTF-8, and ``answers`` = the distinct
-    stripped answer texts; v2.0 ``is_impossible`` questions get ``answers=[]``.
+    offsets in the file's text as read back in UTF-8, ``answers`` = the distinct
+    stripped answer texts (v2.0 ``is_impossible`` questions get ``answers=[]``) and
+    ``article`` = the title as the file spells it.
+
+    Like the format's common readers, it accepts what published SQuAD-style sets leave
+    out or spell differently: an article whose ``title`` is missing, null or blank gets
+    one from its first context line (see :func:`_assumed_title`), or ``Article <n>``
+    (1-based) without any text, and that assumed title is its ``article``; a question
+    ``id`` (or a title) that is any other JSON scalar is read as text, as JSON spells it
+    (``7`` -> ``'7'``, ``true`` -> ``'true'``, an id ``null`` -> ``'null'``), and ids must
+    still be distinct as text. What was assumed is said once, in one line, through
+    ``note`` (default: a ``note: ...`` line on stderr), after the whole file has been
+    read and before anything is written.
     """
     path = Path(path)
+    note = note or _stderr_note
     try:
         data = json.loads(_read_text(path, "SQuAD file"))
     except ValueError as exc:
@@ -188,9 +242,21 @@ def load_squad(path: Path, corpus_dir: Path) -> list[Question]:
     taken: set[str] = set()
     questions: list[Question] = []
     seen: set[str] = set()
+    untitled: list[int] = []  # indices of the articles given an assumed title
+    retyped: list[tuple[Any, str]] = []  # (id as in the file, id as text) of ids that were not strings
     for a, article in enumerate(checked(data, "data", list, "the top level")):
         where = f"data[{a}]"
-        title = _squad_title(checked(article, "title", str, where))
+        if not isinstance(article, dict):
+            raise malformed(where, "is not an object")
+        raw_title = article.get("title")
+        if raw_title is not None and _scalar_text(raw_title) is None:
+            raise malformed(where, f"has {_type_name(raw_title)} as 'title' (expected a string)")
+        spelled = _scalar_text(raw_title) if raw_title is not None else ""
+        if spelled.strip():
+            title = _squad_title(spelled)
+        else:
+            title = spelled = _assumed_title(article, a + 1)
+            untitled.append(a)
         name = _unique_name(_slug(title, f"article-{a + 1}"), taken)
         parts = [f"# {title}\n\n"]
         offset = len(parts[0])
@@ -205,7 +271,15 @@ def load_squad(path: Path, corpus_dir: Path) -> list[Question]:
             offset += len(context)
             for q, qa in enumerate(checked(paragraph, "qas", list, pwhere)):
                 qwhere = f"{pwhere}.qas[{q}]"
-                qid = checked(qa, "id", str, qwhere)
+                if not isinstance(qa, dict):
+                    raise malformed(qwhere, "is not an object")
+                if "id" not in qa:
+                    raise malformed(qwhere, "has no 'id'")
+                qid = _scalar_text(qa["id"])
+                if qid is None:
+                    raise malformed(qwhere, f"has {_type_name(qa['id'])} as 'id' (expected a string or number)")
+                if not isinstance(qa["id"], str):
+                    retyped.append((qa["id"], qid))
                 if qid in seen:
                     raise malformed(qwhere, f"repeats id '{qid}'")
                 seen.add(qid)
@@ -229,13 +303,24 @@ def load_squad(path: Path, corpus_dir: Path) -> list[Question]:
                         doc=name,
                         region=region,
                         spans=[] if impossible else sorted(set(spans)),
-                        article=article["title"],
+                        article=spelled,
                     )
                 )
         parts.append("\n")
         files[name] = "".join(parts)
     if not questions:
         raise QAError(f"{path}: no questions")
+    assumed = []
+    if untitled:
+        which = ", ".join(f"data[{a}]" for a in untitled[:3]) + (", ..." if len(untitled) > 3 else "")
+        assumed.append(f"{len(untitled)} of {len(data['data'])} articles have no title, so each is titled by its "
+                       f"first line, or 'Article <n>' ({which})")
+    if retyped:
+        raw, text = retyped[0]
+        are = "id is not a string" if len(retyped) == 1 else "ids are not strings"
+        assumed.append(f"{len(retyped)} question {are}, read as text (e.g. {json.dumps(raw)} as '{text}')")
+    if assumed:
+        note(f"{path}: {'; '.join(assumed)}")
     _sync_corpus(Path(corpus_dir), files)
     return questions
 

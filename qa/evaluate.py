@@ -214,29 +214,55 @@ def dataset_name(path: Path) -> str:
 
 
 def eval_settings(args: argparse.Namespace, settings: Settings) -> Settings:
-    """The settings with a benchmark's own corpus and index folders (``.qa-eval/<name>/``),
-    unless given, and the threshold saved with that index unless --threshold is given."""
+    """The settings with a benchmark's own corpus and index folders, and the threshold saved
+    with that index unless --threshold is given.
+
+    The corpus a benchmark's documents are written into is ``--corpus`` if given; else, with
+    ``--index`` given, the folder beside that index named ``<index name>-corpus`` (``--index
+    runs/squad`` -> ``runs/squad-corpus``); else ``.qa-eval/<name>/corpus`` under the current
+    folder. The index is ``--index`` if given, else ``.qa-eval/<name>/index``."""
     if args.format == "jsonl":
         return settings
     home = EVAL_HOME / dataset_name(args.file)
-    corpus = args.corpus if args.corpus is not None else home / "corpus"
+    if args.corpus is not None:
+        corpus = Path(args.corpus)
+    elif args.index is not None:
+        beside = Path(args.index)
+        if beside.name in ("", ".."):  # "." or "..": name the folder they stand for
+            beside = Path(os.path.abspath(beside))
+        corpus = beside.parent / f"{beside.name or 'index'}-corpus"
+    else:
+        corpus = home / "corpus"
     index = args.index if args.index is not None else home / "index"
     chosen = dataclasses.replace(settings, corpus=Path(corpus), index=Path(index), threshold=args.threshold)
     return load_saved(chosen)
 
 
 def _claim_corpus(corpus: Path) -> None:
-    """Refuse to write a benchmark's documents over a folder that holds anything else."""
-    mark = corpus / CORPUS_MARK
-    if corpus.exists() and not corpus.is_dir():
-        raise QAError(f"corpus for the benchmark is not a folder: {corpus}")
-    if corpus.is_dir() and not mark.exists() and any(corpus.iterdir()):
-        raise QAError(f"{corpus} already holds other files: give --corpus a new or empty folder for the benchmark")
+    """Refuse to write a benchmark's documents over a folder that holds anything else, or
+    where no folder can be made. Creates nothing: the loader creates the folder (and its
+    mark file) only once the whole benchmark file has been read, so a refused file leaves
+    nothing behind."""
+    from qa.datasets import CORPUS_MARK as mark_name
+
     try:
-        corpus.mkdir(parents=True, exist_ok=True)
-        mark.touch()
+        if corpus.exists() and not corpus.is_dir():
+            raise QAError(f"corpus for the benchmark is not a folder: {corpus}")
+        if corpus.is_dir():
+            if not (corpus / mark_name).exists() and any(corpus.iterdir()):
+                raise QAError(f"{corpus} already holds other files: give --corpus a new or empty folder "
+                              "for the benchmark")
+            writable = corpus
+        else:
+            writable = Path(os.path.abspath(corpus)).parent
+            while not writable.exists():
+                writable = writable.parent
+            if not writable.is_dir():
+                raise QAError(f"cannot write corpus folder {corpus}: {writable} is not a folder")
     except OSError as e:
-        raise QAError(f"cannot write corpus folder {corpus}: {e.strerror or e}") from None
+        raise QAError(f"cannot read corpus folder {corpus}: {e.strerror or e}") from None
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise QAError(f"cannot write corpus folder {corpus}: {writable} is not writable")
 
 
 def sample_questions(questions: list[Question], limit: int | None, seed: int) -> list[Question]:

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from qa.datasets import load_beir, load_question_set, load_questions, load_squad
+from qa.datasets import CORPUS_MARK, load_beir, load_question_set, load_questions, load_squad
 from qa.types import QAError, Question
 
 
@@ -140,8 +140,11 @@ def write_squad(tmp_path, data):
 
 def test_load_squad_v2(tmp_path):
     corpus = tmp_path / "corpus"
-    questions = load_squad(write_squad(tmp_path, SQUAD_V2), corpus)
-    assert sorted(os.listdir(corpus)) == ["beyonce.txt", "eiffel-tower.txt"]
+    notes = []
+    questions = load_squad(write_squad(tmp_path, SQUAD_V2), corpus, note=notes.append)
+    assert notes == []  # nothing assumed
+    assert sorted(os.listdir(corpus)) == [CORPUS_MARK, "beyonce.txt", "eiffel-tower.txt"]
+    assert (corpus / CORPUS_MARK).read_bytes() == b""
     eiffel = (corpus / "eiffel-tower.txt").read_text(encoding="utf-8")
     assert eiffel == (
         "# Eiffel Tower\n\nThe tower is 330 metres tall.\n\nIt was built by Gustave Eiffel's company.\n"
@@ -149,11 +152,15 @@ def test_load_squad_v2(tmp_path):
     beyonce = (corpus / "beyonce.txt").read_text(encoding="utf-8")
     assert beyonce == "# Beyoncé\n\nBeyoncé Giselle Knowles-Carter is a singer.\n\nShe was born in Houston.\n"
     assert questions == [
-        Question("e1", "How tall is the tower?", ["330 metres", "330"], "eiffel-tower.txt", (16, 45)),
-        Question("e2", "Whose company built it?", ["Gustave Eiffel's"], "eiffel-tower.txt", (47, 88)),
-        Question("e3", "Who painted it?", [], "eiffel-tower.txt", (47, 88)),
-        Question("b1", "Where was she born?", ["Houston"], "beyonce.txt", (56, 80)),
+        Question("e1", "How tall is the tower?", ["330 metres", "330"], "eiffel-tower.txt", (16, 45),
+                 spans=[(29, 32), (29, 39)], article="Eiffel_Tower"),
+        Question("e2", "Whose company built it?", ["Gustave Eiffel's"], "eiffel-tower.txt", (47, 88),
+                 spans=[(63, 79)], article="Eiffel_Tower"),
+        Question("e3", "Who painted it?", [], "eiffel-tower.txt", (47, 88), article="Eiffel_Tower"),
+        Question("b1", "Where was she born?", ["Houston"], "beyonce.txt", (56, 80), spans=[(72, 79)],
+                 article="Beyoncé"),
     ]
+    assert eiffel[29:39] == "330 metres" and eiffel[63:79] == "Gustave Eiffel's" and beyonce[72:79] == "Houston"
     assert beyonce[56:80] == "She was born in Houston."
     assert eiffel[47:88] == "It was built by Gustave Eiffel's company."
 
@@ -165,7 +172,7 @@ def test_load_squad_caches_and_removes_stale_files(tmp_path):
     (corpus / "notes.md").write_text("kept")
     path = write_squad(tmp_path, SQUAD_V2)
     load_squad(path, corpus)
-    assert sorted(os.listdir(corpus)) == ["beyonce.txt", "eiffel-tower.txt", "notes.md"]
+    assert sorted(os.listdir(corpus)) == [CORPUS_MARK, "beyonce.txt", "eiffel-tower.txt", "notes.md"]
     os.utime(corpus / "beyonce.txt", ns=(1_000_000_000, 1_000_000_000))
     os.utime(corpus / "eiffel-tower.txt", ns=(1_000_000_000, 1_000_000_000))
     changed = json.loads(json.dumps(SQUAD_V2))
@@ -200,7 +207,21 @@ def test_load_squad_clashing_slugs_and_crlf(tmp_path):
     [
         ([], "the top level is not an object"),
         ({"version": "1.1"}, "the top level has no 'data' list"),
-        ({"data": [{"paragraphs": []}]}, "data[0] has no 'title' string"),
+        ({"data": ["Eiffel"]}, "data[0] is not an object"),
+        ({"data": [{"title": ["T"], "paragraphs": []}]}, "data[0] has a list as 'title' (expected a string)"),
+        ({"data": [{"title": "T"}]}, "data[0] has no 'paragraphs' list"),
+        (
+            {"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "Q?", "answers": []}]}]}]},
+            "data[0].paragraphs[0].qas[0] has no 'id'",
+        ),
+        (
+            {"data": [{"paragraphs": [{"context": "c", "qas": [{"id": {"n": 1}, "question": "Q?", "answers": []}]}]}]},
+            "data[0].paragraphs[0].qas[0] has an object as 'id' (expected a string or number)",
+        ),
+        (
+            {"data": [{"paragraphs": [{"context": "c", "qas": [question(1, "c"), question("1", "c")]}]}]},
+            "data[0].paragraphs[0].qas[1] repeats id '1'",
+        ),
         ({"data": [{"title": "T", "paragraphs": [{"qas": []}]}]}, "data[0].paragraphs[0] has no 'context' string"),
         (
             {"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": [{"id": "1", "answers": []}]}]}]},
@@ -210,8 +231,82 @@ def test_load_squad_clashing_slugs_and_crlf(tmp_path):
     ],
 )
 def test_load_squad_malformed(tmp_path, data, expected):
-    with pytest.raises(QAError, match=expected.replace("[", r"\[").replace("(", r"\(")):
-        load_squad(write_squad(tmp_path, data), tmp_path / "corpus")
+    path = write_squad(tmp_path, data)
+    notes = []
+    with pytest.raises(QAError) as caught:
+        load_squad(path, tmp_path / "corpus", note=notes.append)
+    assert str(caught.value) == (f"{path}: {expected}" if expected == "no questions"
+                                 else f"{path}: not SQuAD JSON: {expected}")
+    assert notes == [] and not (tmp_path / "corpus").exists()  # a refused file writes and says nothing
+
+
+def test_load_squad_without_titles_and_with_scalar_ids(tmp_path, capsys):
+    """Published SQuAD-style sets without article titles and with integer ids are read as the
+    format's readers read them, and what was assumed is said in one stderr line."""
+    bees = "Honey bees live in colonies of many thousands of insects ruled by a single queen."
+    data = {
+        "version": "1.1",
+        "data": [
+            {"paragraphs": [{"context": "The Eiffel Tower is in Paris.\nIt is 330 metres tall.",
+                             "qas": [{"id": 1, "question": "Where is the tower?",
+                                      "answers": [{"text": "Paris", "answer_start": 23}]}]}]},
+            {"title": None, "paragraphs": [{"context": "  \n" + bees,
+                                            "qas": [{"id": 2.5, "question": "Who rules?", "answers": []}]}]},
+            {"title": " ", "paragraphs": [{"context": "", "qas": [{"id": True, "question": "?", "answers": []}]}]},
+            {"title": "Sky_(UK)", "paragraphs": [{"context": "C", "qas": [question("s1", "C")]}]},
+        ],
+    }
+    path = write_squad(tmp_path, data)
+    corpus = tmp_path / "corpus"
+    questions = load_squad(path, corpus)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"note: {path}: 3 of 4 articles have no title, so each is titled by its first line, or 'Article <n>' "
+        "(data[0], data[1], data[2]); 3 question ids are not strings, read as text (e.g. 1 as '1')\n"
+    )
+    eiffel, bees_doc, third, sky = "the-eiffel-tower-is-in-paris.txt", \
+        "honey-bees-live-in-colonies-of-many-thousands-of-insects.txt", "article-3.txt", "sky-uk.txt"
+    assert sorted(os.listdir(corpus)) == sorted([CORPUS_MARK, eiffel, bees_doc, third, sky])
+    text = (corpus / eiffel).read_text(encoding="utf-8")
+    assert text == "# The Eiffel Tower is in Paris.\n\nThe Eiffel Tower is in Paris.\nIt is 330 metres tall.\n"
+    assert (corpus / bees_doc).read_text(encoding="utf-8") == (
+        f"# Honey bees live in colonies of many thousands of insects…\n\n  \n{bees}\n")
+    assert (corpus / third).read_text(encoding="utf-8") == "# Article 3\n\n\n"
+    assert [(q.id, q.doc, q.article) for q in questions] == [
+        ("1", eiffel, "The Eiffel Tower is in Paris."),
+        ("2.5", bees_doc, "Honey bees live in colonies of many thousands of insects…"),
+        ("true", third, "Article 3"),
+        ("s1", sky, "Sky_(UK)"),
+    ]
+    start, end = questions[0].region
+    assert text[start:end] == "The Eiffel Tower is in Paris.\nIt is 330 metres tall."
+    assert [text[a:b] for a, b in questions[0].spans] == ["Paris"]
+
+
+def test_load_squad_assumptions_are_one_line_however_many(tmp_path):
+    data = {"data": [{"paragraphs": [{"context": "Same first line.", "qas": [question(f"q{n}", "Same")]}]}
+                     for n in range(5)]}
+    data["data"][4]["paragraphs"][0]["qas"][0]["id"] = 7
+    path = write_squad(tmp_path, data)
+    notes = []
+    questions = load_squad(path, tmp_path / "corpus", note=notes.append)
+    assert notes == [
+        f"{path}: 5 of 5 articles have no title, so each is titled by its first line, or 'Article <n>' "
+        "(data[0], data[1], data[2], ...); 1 question id is not a string, read as text (e.g. 7 as '7')"
+    ]
+    assert [q.doc for q in questions] == ["same-first-line.txt"] + [f"same-first-line-{n}.txt" for n in range(2, 6)]
+    assert {q.article for q in questions} == {"Same first line."}
+    assert [q.id for q in questions] == ["q0", "q1", "q2", "q3", "7"]
+
+
+def test_load_squad_refused_file_leaves_no_corpus_folder(tmp_path):
+    path = write_squad(tmp_path, {"data": [{"paragraphs": [{"context": "c", "qas": [{"id": 1}]}]}]})
+    corpus = tmp_path / "new" / "corpus"
+    with pytest.raises(QAError) as caught:
+        load_question_set(path, "squad", corpus)
+    assert str(caught.value) == f"{path}: not SQuAD JSON: data[0].paragraphs[0].qas[0] has no 'answers' list"
+    assert not (tmp_path / "new").exists()
 
 
 def test_load_squad_bad_json(tmp_path):
@@ -253,7 +348,7 @@ def test_load_beir(tmp_path):
     corpus.mkdir()
     (corpus / "stale.txt").write_text("old")
     questions = load_beir(tmp_path / "scifact", corpus)
-    assert sorted(os.listdir(corpus)) == ["3.txt", "d1.txt", "d_2.txt"]
+    assert sorted(os.listdir(corpus)) == [CORPUS_MARK, "3.txt", "d1.txt", "d_2.txt"]
     assert (corpus / "d1.txt").read_text(encoding="utf-8") == "# Stem cells\n\nNanotech tracks stem cells.\n"
     assert (corpus / "d_2.txt").read_text(encoding="utf-8") == "No title here.\n"
     assert questions == [
