@@ -10,6 +10,18 @@ from qa.types import Answer, Citation, Result
 
 SNIPPET_CHARS = 300
 
+# Control characters a terminal could act on: C0 but tab and line feed, DEL, and C1 (ESC
+# starts the CSI/OSC sequences that move the cursor, retitle the window or write the
+# clipboard; C1 holds their one-character forms). Document and question text may hold any.
+_CONTROLS = [c for c in range(0x20) if c not in (0x09, 0x0A)] + [0x7F] + list(range(0x80, 0xA0))
+_DROP_CONTROLS = dict.fromkeys(_CONTROLS)
+_ESCAPE_CONTROLS = {c: f"\\u{c:04x}" for c in _CONTROLS}
+
+
+def plain(text: str) -> str:
+    """The text without the control characters a terminal would act on (tab and newline stay)."""
+    return text.translate(_DROP_CONTROLS)
+
 
 def confidence_label(score: float) -> str:
     """The heuristic answerer's labels (the reader's come from its calibration)."""
@@ -22,8 +34,12 @@ def answer_label(answer: Answer) -> str:
 
 
 def to_json(result: Result) -> str:
-    """One JSON object, the CLI's ``--json`` line."""
-    return json.dumps(to_dict(result), ensure_ascii=False)
+    """One JSON object, the CLI's ``--json`` line: every control character (C0, DEL and C1)
+    in its strings is written as a ``\\uXXXX`` escape, never raw, so the line is safe to
+    show on a terminal and parses back to the same text."""
+    # json.dumps escapes C0 itself; DEL and C1 (raw with ensure_ascii=False) only occur
+    # inside strings, where an escape stands for the same character.
+    return json.dumps(to_dict(result), ensure_ascii=False).translate(_ESCAPE_CONTROLS)
 
 
 def to_dict(result: Result) -> dict:
@@ -46,30 +62,35 @@ def to_dict(result: Result) -> dict:
 
 
 def to_text(result: Result, *, color: bool = False) -> str:
-    """Terminal text: answers with the span marked, score, then numbered citations with snippets."""
+    """Terminal text: answers with the span marked, score, then numbered citations with snippets.
+
+    Every text taken from the question or the documents goes through :func:`plain`, so the
+    only escape sequences in the output are the colours ``color`` adds."""
     bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
-    lines = [f"Q: {result.question}"]
+    lines = [f"Q: {plain(result.question)}"]
     if result.abstained:
-        lines.append(f"A: {result.message}")
+        lines.append(f"A: {plain(result.message)}")
     for i, a in enumerate(result.answers):
         label = "A:" if i == 0 else "  also:"
-        lines.append(f"{label} {mark_span(a, '**', '**', bold, reset)} [{a.citation}]")
-        lines.append(f"   {dim}confidence {a.score:.2f} ({answer_label(a)}){reset}")
+        lines.append(f"{label} {mark_span(a, '**', '**', bold, reset, clean=plain)} [{a.citation}]")
+        lines.append(f"   {dim}confidence {a.score:.2f} ({plain(answer_label(a))}){reset}")
     if result.citations:
         lines.append("")
     for c in result.citations:
-        lines.append(f"[{c.n}] {c.title} — {c.doc}:{c.line}")
-        lines.append(textwrap.indent(textwrap.fill(snippet(c), 88), "    " + dim) + reset)
+        lines.append(f"[{c.n}] {plain(c.title)} — {plain(c.doc)}:{c.line}")
+        lines.append(textwrap.indent(textwrap.fill(plain(snippet(c)), 88), "    " + dim) + reset)
     return "\n".join(lines)
 
 
-def mark_span(answer: Answer, left: str, right: str, on: str = "", off: str = "") -> str:
-    """The answer text with its span wrapped in markers."""
+def mark_span(answer: Answer, left: str, right: str, on: str = "", off: str = "", *, clean=lambda t: t) -> str:
+    """The answer text with its span wrapped in markers; ``clean`` is applied to the
+    answer's text (each piece of it), not to the markers."""
     if answer.span_start is None or answer.span_end is None:
-        return answer.text
+        return clean(answer.text)
     a = answer.span_start - answer.start
     b = answer.span_end - answer.start
-    return f"{answer.text[:a]}{on}{left}{answer.text[a:b]}{right}{off}{answer.text[b:]}"
+    t = answer.text
+    return f"{clean(t[:a])}{on}{left}{clean(t[a:b])}{right}{off}{clean(t[b:])}"
 
 
 def snippet(c: Citation, limit: int = SNIPPET_CHARS) -> str:
