@@ -7,11 +7,40 @@ starts fast.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from qa.config import ANSWERERS, BACKENDS, FAISS_KINDS, FUSIONS, MODES, PRECISIONS, Settings, load_saved
 from qa.types import QAError
+
+# Exit statuses, the same for every command (documented in `qa --help`).
+EXIT_OK = 0  # done; `qa ask`: every question answered, or found not answered by the documents
+EXIT_FAILED = 1  # something went wrong that is not the input's fault (an OSError, an unexpected failure)
+EXIT_BAD_INPUT = 2  # usage error or bad input: an unknown option, a bad question, a missing corpus, ...
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_STATUS_HELP = f"""\
+exit status (every error is one `error: ...` line on stderr):
+  {EXIT_OK}    success; for `ask`, every question was answered (or found not to be answered by the documents)
+  {EXIT_FAILED}    a failure that is not the input's fault: an operating-system error (e.g. a full disk), or
+       answering a question failed unexpectedly (`ask` still answers the other lines of stdin)
+  {EXIT_BAD_INPUT}    usage error or bad input: an unknown option or bad value, an empty or too long question
+       (as an argument, or as a line of stdin: the other lines are still answered), a missing or
+       empty corpus, a damaged index, a malformed question set; {EXIT_BAD_INPUT} when {EXIT_FAILED} applies too
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+
+EVAL_FOLDERS_HELP = """\
+where a benchmark (--format squad or beir) is written:
+  its documents become a corpus folder: --corpus if given; else, with --index given, the folder
+  beside that index named <index name>-corpus (--index runs/squad -> runs/squad-corpus); else
+  .qa-eval/<set>/corpus under the current folder, with the index in .qa-eval/<set>/index (<set>:
+  the file's name without extension, or the BEIR folder's name).
+  A corpus folder holding other files is refused. A run that fails removes the folders it created
+  (an interrupted one keeps them, so the index build resumes).
+
+"""
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool = True) -> None:
@@ -96,6 +125,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    """Answer the argument's question, or each non-blank line of stdin. A bad question is
+    bad input (exit 2) either way; on stdin the other lines are still answered."""
     from qa.pipeline import ask, check_question, open_engine
     from qa.present import to_json, to_text
 
@@ -106,24 +137,69 @@ def cmd_ask(args: argparse.Namespace) -> int:
         questions = None
     engine = open_engine(settings, progress=not args.quiet)
     color = sys.stdout.isatty() and not args.json
-    failures = 0
+    status = EXIT_OK
     for question in questions if questions is not None else (line.rstrip("\n") for line in sys.stdin):
         if questions is None and not question.strip():
             continue
         try:
             result = ask(engine, question)
         except QAError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failures += 1
+            error_line(e)
+            status = EXIT_BAD_INPUT
+            continue
+        except (KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as e:  # one question's failure must not lose the other answers
+            error_line(f"could not answer the question: {type(e).__name__}: {e}")
+            status = max(status, EXIT_FAILED)
             continue
         print(to_json(result) if args.json else to_text(result, color=color) + "\n", flush=True)
-    return 1 if failures else 0
+    return status
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from qa.evaluate import run_eval
+    """``qa eval``; a run that fails (an error, or a non-zero status) removes the corpus and
+    index folders it created, and the parent folders it created for them. An interrupted
+    run keeps them: an interrupted index build resumes where it stopped."""
+    from qa.evaluate import eval_settings, run_eval
 
-    return run_eval(args, settings_from(args))
+    settings = settings_from(args)
+    chosen = eval_settings(args, settings)
+    created = [_new_folders(Path(chosen.corpus)), _new_folders(Path(chosen.index))]
+    try:
+        status = run_eval(args, settings)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        _remove_new_folders(created)
+        raise
+    if status != EXIT_OK:
+        _remove_new_folders(created)
+    return status
+
+
+def _new_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    new = []
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        new.append(path)
+        path = path.parent
+    return new
+
+
+def _remove_new_folders(created: list[list[Path]]) -> None:
+    """Remove what a failed run created: the folders (with their content) that did not exist
+    before it, then the parent folders it made for them if they are empty."""
+    for chain in created:
+        if chain and chain[0].is_dir() and not chain[0].is_symlink():
+            shutil.rmtree(chain[0], ignore_errors=True)
+    for chain in created:
+        for parent in chain[1:]:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -132,16 +208,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return ui.main(args)
 
 
+def error_line(message) -> None:
+    """One ``error: ...`` line on stderr, without control characters (a message can quote a
+    file name or other text from the input)."""
+    from qa.present import plain
+
+    text = " ".join(plain(str(message)).split("\n"))
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line, like every other error."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        from qa.present import plain
+
+        self.exit(EXIT_BAD_INPUT, f"error: {' '.join(plain(message).split(chr(10)))} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="qa", description="Ask questions of a folder of documents; "
-                                     "answers are quoted from the documents with citations.")
+                                     "answers are quoted from the documents with citations.",
+                           epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("index", help="build or update the index of the corpus")
@@ -150,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("ask", help="answer questions (from the argument, or stdin one per line)")
+    p = sub.add_parser("ask", help="answer questions (from the argument, or stdin one per line)",
+                       epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("question", nargs="*", default=None, help="the question (omit to read questions from stdin)")
     add_settings_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object per question")
@@ -164,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     from qa.evaluate import add_eval_arguments
-    p = sub.add_parser("eval", help="score question sets or benchmarks, per retrieval mode")
+    p = sub.add_parser("eval", help="score question sets or benchmarks, per retrieval mode",
+                       epilog=EVAL_FOLDERS_HELP + EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_eval_arguments(p)
     add_settings_arguments(p)
     p.set_defaults(func=cmd_eval)
@@ -180,13 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except QAError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        error_line(e)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return 0
+        return EXIT_OK
+    except OSError as e:  # not one of the input problems the commands report as QAError
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        error_line(f"{e.strerror or e}{where}")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
