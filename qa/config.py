@@ -83,15 +83,28 @@ def resolve_model(model: str) -> str:
 def load_saved(settings: Settings) -> Settings:
     """Fill in the heuristic answerer's threshold: the one ``qa eval --answerer heuristic
     --calibrate`` saved in the index folder, else its default. The reader's threshold
-    lives in its calibration (``qa.calibration``); an explicit threshold always wins."""
+    lives in its calibration (``qa.calibration``); an explicit threshold always wins.
+    A saved file that is not valid (hand-edited) is ignored with one warning line naming it."""
     if settings.threshold is not None or settings.answerer != "heuristic":
         return settings
     path = Path(settings.index) / SAVED_SETTINGS_FILE
+    problem = None
     try:
-        saved = json.loads(path.read_text())
-        threshold = float(saved["threshold"])
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError
-    except (OSError, ValueError, TypeError, KeyError):
-        threshold = HEURISTIC_THRESHOLD
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+        value = saved.get("threshold") if isinstance(saved, dict) else None
+        if not isinstance(saved, dict):
+            problem = "not a JSON object"
+        elif value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
+            problem = f"its threshold must be a number from 0 to 1, not {json.dumps(value)[:40]}"
+    except (FileNotFoundError, NotADirectoryError):
+        value = None
+    except OSError as e:
+        problem = f"cannot be read ({e.strerror or e})"
+    except (ValueError, RecursionError, OverflowError):
+        problem = "not valid JSON"
+    if problem:
+        import sys
+
+        print(f"warning: ignored {path}: {problem}; using the default threshold {HEURISTIC_THRESHOLD}", file=sys.stderr)
+    threshold = HEURISTIC_THRESHOLD if problem or value is None else float(value)
     return settings.replace(threshold=threshold)
