@@ -4,20 +4,28 @@ Layout of the index folder::
 
     CURRENT           name of the live generation (replaced atomically)
     gen-<id>/         one complete index: manifest.json, passages.json, dense.faiss,
-                      sentences.npy, bm25.npz, bm25_vocab.json
+                      sentences.npy, sentence_table.npz, bm25.npz, bm25_vocab.json
+    .lock             held by the build in progress (one at a time)
     cache/<model>/    embedding cache by text hash (shards written as encoding goes,
                       so an interrupted build resumes where it stopped)
     settings.json     settings saved by calibration (abstention threshold)
 
 A build writes a new generation folder, then points CURRENT at it: a crash at any
-moment leaves the previous index intact.
+moment leaves the previous index intact. A reader holds a shared lock on the generation
+it loads, and a build deletes an old generation only when no reader holds it; a reader
+that finds its generation gone (replaced between reading CURRENT and locking it) reads
+CURRENT again. Every file is checked on load; a bad one is a one-line ``QAError`` naming it.
+A write that fails (disk full, read-only folder) raises a one-line ``IndexWriteError`` naming
+the file, leaves no temporary file behind and keeps the previous index serving.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -40,7 +48,44 @@ from qa.types import Passage, QAError
 FORMAT_VERSION = 2  # 2: float16 FAISS storage
 CURRENT = "CURRENT"
 CACHE_SHARD = 512  # texts encoded between two cache writes
+READ_ATTEMPTS = 5  # a reader re-reads CURRENT this often when builds replace the generation under it
+GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", "passages.json", "sentence_table.npz",
+                    "sentences.npy")  # besides manifest.json, which lists their digests
+GENERATION_NAME = re.compile(r"gen-[0-9A-Za-z_-]{1,100}")
+PASSAGE_COLUMNS = ("doc", "ordinal", "start", "end", "line", "text", "sentences")
 Log = Callable[[str], None]
+
+
+class IndexWriteError(QAError, OSError):
+    """Writing into the index folder failed (disk full, read-only, no permission): one line naming
+    the file. Also an ``OSError`` with the original errno, for callers that handle those."""
+
+    def __init__(self, path: Path | str, cause: OSError):
+        code = cause.errno
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            message = f"disk full writing {path}"
+        elif code == errno.EROFS:
+            message = f"read-only file system: cannot write {path}"
+        elif code in (errno.EACCES, errno.EPERM):
+            message = f"permission denied writing {path}"
+        else:
+            message = f"cannot write {path} ({cause.strerror or cause})"
+        super().__init__(message)
+        self.errno, self.strerror, self.filename = code, cause.strerror, str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into an ``IndexWriteError`` naming it."""
+    try:
+        yield
+    except IndexWriteError:
+        raise
+    except OSError as e:
+        raise IndexWriteError(path, e) from e
 
 
 @dataclass
@@ -108,38 +153,132 @@ def staleness(settings: Settings) -> str | None:
 
 def read_manifest(folder: Path) -> dict | None:
     """The live generation's manifest; None when there is no index; QAError when it is damaged."""
-    gen = _current_generation(folder)
-    if gen is None:
-        return None
+    folder = Path(folder)
+    for attempt in range(READ_ATTEMPTS):
+        name = _read_current(folder)
+        if name is None:
+            return None
+        try:
+            return _read_manifest_of(folder, folder / name)
+        except QAError:
+            if attempt + 1 < READ_ATTEMPTS and _moved(folder, name):
+                continue  # a build replaced the generation meanwhile: read the new one
+            raise
+    raise AssertionError("unreachable")
+
+
+def _damaged(folder: Path, what: str) -> QAError:
+    return QAError(f"index in {folder} is damaged ({what}): run `qa index --rebuild`")
+
+
+def _read_current(folder: Path) -> str | None:
+    """The generation name CURRENT holds; None when there is no CURRENT; QAError when it holds
+    anything but a generation name (hand-edited, binary, a folder, unreadable)."""
+    folder = Path(folder)
     try:
-        manifest = json.loads((gen / "manifest.json").read_text())
-        manifest["docs"]
-        manifest["signature"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise QAError(f"index in {folder} is damaged (manifest unreadable): run `qa index --rebuild`") from e
-    return manifest
+        with open(folder / CURRENT, "rb") as f:
+            raw = f.read(1024)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise _damaged(folder, f"{CURRENT} is unreadable: {e.strerror or e}") from None
+    try:
+        name = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        name = ""
+    if not GENERATION_NAME.fullmatch(name):
+        raise _damaged(folder, f"{CURRENT} does not name a generation")
+    return name
+
+
+def _moved(folder: Path, name: str) -> bool:
+    """Whether CURRENT names another generation than ``name`` now."""
+    try:
+        return _read_current(folder) not in (None, name)
+    except QAError:
+        return False
 
 
 def _current_generation(folder: Path) -> Path | None:
-    pointer = Path(folder) / CURRENT
-    if not pointer.exists():
+    name = _read_current(folder)
+    if name is None:
         return None
-    name = pointer.read_text().strip()
     gen = Path(folder) / name
-    if not name.startswith("gen-") or "/" in name or not gen.is_dir():
-        raise QAError(f"index in {folder} is damaged ({CURRENT} points nowhere): run `qa index --rebuild`")
+    if not gen.is_dir():
+        raise _damaged(folder, f"{CURRENT} points nowhere")
     return gen
+
+
+def _read_manifest_of(folder: Path, gen: Path) -> dict:
+    """The manifest of generation ``gen``, checked; QAError naming manifest.json when it is bad."""
+    if not gen.is_dir():
+        raise _damaged(folder, f"{CURRENT} points nowhere")
+    try:
+        manifest = json.loads((gen / "manifest.json").read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise _damaged(folder, "manifest.json is missing") from None
+    except (OSError, ValueError, RecursionError):
+        raise _damaged(folder, "manifest.json is unreadable") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise _damaged(folder, f"manifest.json {problem}")
+    return manifest
+
+
+def _is_int(value) -> bool:
+    return type(value) is int
+
+
+def _manifest_problem(m) -> str | None:
+    """What is wrong with a manifest read from disk, or None."""
+    if not isinstance(m, dict):
+        return "is not a JSON object"
+    if not isinstance(m.get("signature"), dict):
+        return "has no signature"
+    docs = m.get("docs")
+    if not isinstance(docs, dict) or not all(
+        isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("title"), str)
+        and _is_int(meta.get("passages")) for meta in docs.values()
+    ):
+        return "has a bad list of documents"
+    skipped = m.get("skipped", {})
+    if not isinstance(skipped, dict) or not all(isinstance(v, str) for v in skipped.values()):
+        return "has a bad list of skipped files"
+    files = m.get("files")
+    if not isinstance(files, dict) or sorted(files) != sorted(GENERATION_FILES) or not all(
+        isinstance(v, str) for v in files.values()
+    ):
+        return "does not list the index files"
+    if m.get("faiss") not in ("flat", "hnsw", "ivf"):
+        return "has an unknown FAISS index type"
+    if not _is_int(m.get("passages")) or not _is_int(m.get("sentences")):
+        return "has bad passage or sentence counts"
+    model = m.get("model")
+    if not isinstance(model, dict) or not _is_int(model.get("dim")) or model["dim"] < 1:
+        return "has a bad model entry"
+    return None
 
 
 # ---------------------------------------------------------------- building
 
 
 def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = True) -> Index:
-    """Load the index, building or updating it first when it is missing or stale."""
+    """Load the index, building or updating it first when it is missing or stale.
+
+    When the update cannot be written (read-only folder, disk full) but an index built with the
+    same settings exists, that index is loaded after a one-line warning: it answers from the
+    documents as they were when it was built.
+    """
     reason = staleness(settings)
     if reason:
         log(f"index: {reason}; building {settings.index} from {settings.corpus}")
-        build_index(settings, log=log, progress=progress)
+        try:
+            build_index(settings, log=log, progress=progress)
+        except IndexWriteError as e:
+            manifest = read_manifest(Path(settings.index))
+            if manifest is None or manifest["signature"] != index_signature(settings):
+                raise
+            log(f"warning: the index was not updated ({e}); answering from the existing index")
     return load_index(settings)
 
 
@@ -158,6 +297,7 @@ def build_index(
     if not files:
         raise QAError(f"no documents in {corpus} (expected .txt, .md, .html or .pdf files)")
     with _locked(folder):
+        _drop_unused(folder)  # room for the new generation first
         signature = index_signature(settings)
         old_manifest, old_passages = _reusable(folder, signature, rebuild)
 
@@ -213,16 +353,22 @@ def build_index(
         }
         gen = folder / f"gen-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
         tmp = folder / f".tmp-{gen.name}"
-        tmp.mkdir(parents=True)
         try:
+            with _writing(tmp):
+                tmp.mkdir(parents=True)
             _write_generation(tmp, manifest, passages, dense, bm25, sentence_vecs, sentence_ptr, sentence_rows)
-            os.replace(tmp, gen)
-            atomic_write(folder / CURRENT, gen.name)
+            with _writing(gen):
+                os.replace(tmp, gen)
+            with _writing(folder / CURRENT):
+                atomic_write(folder / CURRENT, gen.name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _drop_old_generations(folder, keep=gen.name)
-        _compact_cache(cache_dir, set(keys))
+        try:
+            _compact_cache(cache_dir, set(keys))
+        except IndexWriteError as e:  # the new index is live; the cache keeps its (larger) old shards
+            log(f"warning: {e}; the embedding cache was not compacted")
         log(
             f"index: {len(docs_meta)} documents ({n_read} read), {len(passages)} passages, "
             f"{len(sentence_texts)} sentences in {time.perf_counter() - t0:.1f}s "
@@ -284,25 +430,34 @@ def _model_key(settings: Settings) -> str:
 
 def _encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, batch_size: int,
                    progress: bool, log: Log) -> np.ndarray:
-    """Embeddings for ``texts``, taking what the cache has and adding the rest to it as it goes."""
-    cache = _read_cache(cache_dir)
-    missing = sorted({k: i for i, k in reversed(list(enumerate(keys))) if k not in cache}.values())
+    """Embeddings for ``texts``, taking what the cache has and adding the rest to it as it goes.
+
+    Each distinct text is encoded once; the log counts repeated texts and cache hits apart."""
+    cache = _read_cache(cache_dir, dim=int(encoder.dim))
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each distinct text's first position
+    missing = sorted(i for k, i in first.items() if k not in cache)
     if missing:
-        done = len(keys) - len(missing)
-        log(f"index: encoding {len(missing)} texts" + (f" ({done} from cache)" if done else ""))
+        duplicates = len(keys) - len(first)
+        cached = len(first) - len(missing)
+        counts = [f"{duplicates} duplicates"] if duplicates else []
+        if duplicates or cached:
+            counts.append(f"{cached} from cache")
+        log(f"index: encoding {len(missing)} texts" + (f" ({', '.join(counts)})" if counts else ""))
         bar = _progress(len(missing), progress)
-        for at in range(0, len(missing), CACHE_SHARD):
-            chunk = sorted(missing[at : at + CACHE_SHARD], key=lambda i: len(texts[i]))  # less padding
-            parts = []
-            for b in range(0, len(chunk), batch_size):
-                batch = [texts[i] for i in chunk[b : b + batch_size]]
-                parts.append(encoder.encode(batch, batch_size=batch_size).astype(np.float16))
-                bar(len(batch))
-            vecs = np.concatenate(parts)
-            chunk_keys = [keys[i] for i in chunk]
-            _write_shard(cache_dir, chunk_keys, vecs)
-            cache.update(zip(chunk_keys, vecs))
-        bar(0, close=True)
+        try:
+            for at in range(0, len(missing), CACHE_SHARD):
+                chunk = sorted(missing[at : at + CACHE_SHARD], key=lambda i: len(texts[i]))  # less padding
+                parts = []
+                for b in range(0, len(chunk), batch_size):
+                    batch = [texts[i] for i in chunk[b : b + batch_size]]
+                    parts.append(encoder.encode(batch, batch_size=batch_size).astype(np.float16))
+                    bar(len(batch))
+                vecs = np.concatenate(parts)
+                chunk_keys = [keys[i] for i in chunk]
+                _write_shard(cache_dir, chunk_keys, vecs)
+                cache.update(zip(chunk_keys, vecs))
+        finally:
+            bar(0, close=True)  # an error message then starts on a line of its own
     return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
 
 
@@ -321,27 +476,45 @@ def _progress(total: int, enabled: bool):
     return update
 
 
-def _read_cache(cache_dir: Path) -> dict[str, np.ndarray]:
+def _read_cache(cache_dir: Path, dim: int | None = None) -> dict[str, np.ndarray]:
+    """The cached embeddings by text key. A shard that is torn (a crash) or not a shard of
+    ``dim``-wide vectors (hand-edited) is deleted: its texts are encoded again."""
     cache: dict[str, np.ndarray] = {}
-    for shard in sorted(cache_dir.glob("emb-*.npz")) if cache_dir.exists() else []:
+    for shard in sorted(cache_dir.glob("emb-*.npz")) if cache_dir.is_dir() else []:
         try:
             with np.load(shard) as data:
-                cache.update(zip(data["keys"].tolist(), data["vecs"]))
+                keys, vecs = data["keys"], data["vecs"]
+            if not (keys.ndim == 1 and (keys.dtype.kind == "U" or not len(keys)) and vecs.ndim == 2
+                    and len(vecs) == len(keys) and vecs.dtype.kind == "f" and dim in (None, vecs.shape[1])):
+                raise ValueError(f"{shard.name} is not a cache shard")
+            cache.update(zip(keys.tolist(), vecs.astype(np.float16, copy=False)))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            shard.unlink(missing_ok=True)  # a torn shard from a crash: its texts are encoded again
+            shard.unlink(missing_ok=True)
     return cache
 
 
 def _write_shard(cache_dir: Path, keys: list[str], vecs: np.ndarray) -> Path:
-    cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"emb-{time.time_ns()}-{uuid.uuid4().hex[:6]}.npz"
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, keys=np.asarray(keys), vecs=vecs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with _writing(cache_dir):
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        with _writing(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=np.asarray(keys), vecs=vecs)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    finally:
+        _remove(tmp)  # a torn shard (disk full) is not left behind
     return path
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _compact_cache(cache_dir: Path, live: set[str]) -> None:
@@ -403,15 +576,25 @@ def _write_generation(folder: Path, manifest: dict, passages: list[Passage], den
         "text": [p.text for p in passages],
         "sentences": [[list(s) for s in p.sentences] for p in passages],
     }
-    (folder / "passages.json").write_text(json.dumps(columns, ensure_ascii=False))
-    faiss.write_index(dense, str(folder / "dense.faiss"))
-    np.save(folder / "sentences.npy", sentence_vecs)
-    np.savez(folder / "sentence_table.npz", ptr=sentence_ptr, rows=sentence_rows)
-    save_bm25(bm25, folder)
+    with _writing(folder / "passages.json"):
+        (folder / "passages.json").write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
+    with _writing(folder / "dense.faiss"):  # serialised here so that a write error is an OSError with its errno
+        with open(folder / "dense.faiss", "wb") as f:
+            f.write(faiss.serialize_index(dense).tobytes())
+    with _writing(folder / "sentences.npy"):
+        np.save(folder / "sentences.npy", sentence_vecs)
+    with _writing(folder / "sentence_table.npz"):
+        np.savez(folder / "sentence_table.npz", ptr=sentence_ptr, rows=sentence_rows)
+    try:
+        save_bm25(bm25, folder)  # bm25.npz, then bm25_vocab.json
+    except OSError as e:
+        vocab = folder / "bm25_vocab.json"
+        raise IndexWriteError(vocab if vocab.exists() else folder / "bm25.npz", e) from e
     manifest["files"] = {f.name: _file_digest(f) for f in sorted(folder.iterdir())}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    with _writing(folder / "manifest.json"):
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     for f in folder.iterdir():
-        with open(f, "rb") as fh:
+        with _writing(f), open(f, "rb") as fh:
             os.fsync(fh.fileno())
 
 
@@ -436,11 +619,44 @@ def atomic_write(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _drop_old_generations(folder: Path, keep: str) -> None:
+def _drop_unused(folder: Path) -> None:
+    """Delete what no reader can use: generations CURRENT does not name (a build that failed
+    before switching to its generation, old ones a reader held), leftovers of killed builds."""
+    try:
+        live = _read_current(folder)
+    except QAError:
+        return  # which generation is live is unknown: keep them all
+    _drop_old_generations(folder, keep=live)
+
+
+def _drop_old_generations(folder: Path, keep: str | None) -> None:
+    """Delete every generation but ``keep`` that no reader holds (see ``_reading``); one still
+    held is deleted by a later build. Leftovers of killed builds go too."""
+    import fcntl
+
     for old in folder.glob("gen-*"):
-        if old.name != keep:
-            shutil.rmtree(old, ignore_errors=True)
-    for tmp in folder.glob(".tmp-gen-*"):
+        if old.name == keep:
+            continue
+        try:
+            fd = os.open(old, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a reader is loading it
+            except OSError:
+                pass  # no locks on this file system: readers whose generation vanishes read CURRENT again
+            trash = folder / f".del-{old.name}"
+            try:
+                os.rename(old, trash)  # gone from its name at once: a reader now waiting for it retries
+            except OSError:
+                continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(trash, ignore_errors=True)
+    for tmp in [*folder.glob(".tmp-gen-*"), *folder.glob(".del-gen-*")]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -453,7 +669,9 @@ def _locked(folder: Path) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise QAError(f"cannot create the index folder {folder}: {e.strerror}") from e
-    with open(folder / ".lock", "w") as lock:
+    with _writing(folder / ".lock"):
+        lock = open(folder / ".lock", "a")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -465,53 +683,137 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def load_index(settings: Settings, *, verify: bool = True) -> Index:
-    """Load the live generation; QAError (one line) when it is missing or damaged."""
-    folder = Path(settings.index)
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise QAError(f"no index in {folder}: run `qa index`")
-    gen = _current_generation(folder)
-    damaged = f"index in {folder} is damaged"
-    try:
-        if verify:
-            for name, digest in manifest["files"].items():
-                if _file_digest(gen / name) != digest:
-                    raise QAError(f"{damaged} ({name} was modified): run `qa index --rebuild`")
-        import faiss
+    """Load the live generation; QAError (one line, naming the bad file) when it is missing or damaged.
 
+    The generation is held (shared lock) while it is read, so no build deletes it meanwhile; when a
+    build replaced it between reading CURRENT and taking the lock, CURRENT is read again."""
+    folder = Path(settings.index)
+    for attempt in range(READ_ATTEMPTS):
+        name = _read_current(folder)
+        if name is None:
+            raise QAError(f"no index in {folder}: run `qa index`")
+        try:
+            with _reading(folder, folder / name):
+                manifest = _read_manifest_of(folder, folder / name)
+                return _load_generation(folder, folder / name, manifest, settings, verify)
+        except QAError:
+            if attempt + 1 < READ_ATTEMPTS and _moved(folder, name):
+                continue  # a build replaced the generation meanwhile: load the new one
+            raise
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _reading(folder: Path, gen: Path) -> Iterator[None]:
+    """Hold a shared lock on generation ``gen`` while it is read: builds delete no generation a
+    reader holds. QAError when ``gen`` is not there (any more)."""
+    import fcntl
+
+    try:
+        fd = os.open(gen, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        raise _damaged(folder, f"{CURRENT} points nowhere") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            pass  # no locks on this file system: load_index still reads CURRENT again when files vanish
+        try:
+            still_there = os.path.samestat(os.fstat(fd), os.stat(gen))
+        except OSError:
+            still_there = False
+        if not still_there:  # deleted while we waited for the lock
+            raise _damaged(folder, f"{CURRENT} points nowhere")
+        yield
+    finally:
+        os.close(fd)
+
+
+def _load_generation(folder: Path, gen: Path, manifest: dict, settings: Settings, verify: bool) -> Index:
+    """Read and check every file of ``gen``; QAError naming the first bad one."""
+    if verify:
+        for name in GENERATION_FILES:
+            try:
+                digest = _file_digest(gen / name)
+            except FileNotFoundError:
+                raise _damaged(folder, f"{name} is missing") from None
+            except OSError as e:
+                raise _damaged(folder, f"{name} is unreadable: {e.strerror or e}") from None
+            if digest != manifest["files"][name]:
+                raise _damaged(folder, f"{name} was modified")
+    else:
+        for name in GENERATION_FILES:
+            if not (gen / name).is_file():
+                raise _damaged(folder, f"{name} is missing")
+    import faiss
+
+    name = "passages.json"
+    try:
         passages = _read_passages(gen)
-        dense = faiss.read_index(str(gen / "dense.faiss"))
+        if len(passages) != manifest["passages"] or any(p.doc not in manifest["docs"] for p in passages):
+            raise ValueError("passages.json does not match manifest.json")
+        name = "dense.faiss"
+        dense = faiss.read_index(str(gen / name))
+        if dense.ntotal != len(passages) or dense.d != manifest["model"]["dim"]:
+            raise ValueError("dense.faiss does not match passages.json")
         if manifest["faiss"] == "hnsw":
             dense.hnsw.efSearch = settings.hnsw_ef_search
         elif manifest["faiss"] == "ivf":
             dense.nprobe = max(8, dense.nlist // 8)
-        bm25 = load_bm25(gen)
-        sentence_vecs = np.load(gen / "sentences.npy", mmap_mode="r")
-        with np.load(gen / "sentence_table.npz") as table:
+        name = "bm25.npz"
+        try:
+            bm25 = load_bm25(gen)
+        except QAError:
+            raise ValueError("bm25.npz or bm25_vocab.json is unreadable") from None
+        if bm25.n_docs != len(passages):
+            raise ValueError("bm25.npz does not match passages.json")
+        name = "sentences.npy"
+        sentence_vecs = np.load(gen / name, mmap_mode="r")
+        if sentence_vecs.shape != (manifest["sentences"], dense.d) or sentence_vecs.dtype != np.float16:
+            raise ValueError("sentences.npy does not match manifest.json")
+        name = "sentence_table.npz"
+        with np.load(gen / name) as table:
             ptr, rows = table["ptr"], table["rows"]
+        if not (ptr.ndim == rows.ndim == 1 and ptr.dtype.kind == rows.dtype.kind == "i"
+                and len(ptr) == len(passages) + 1 and ptr[0] == 0 and ptr[-1] == len(rows)
+                and bool(np.all(np.diff(ptr) >= 0))
+                and (not len(rows) or 0 <= int(rows.min()) <= int(rows.max()) < len(sentence_vecs))
+                and np.array_equal(np.diff(ptr), [len(p.sentences) for p in passages])):
+            raise ValueError("sentence_table.npz does not match passages.json")
     except QAError:
         raise
-    except FileNotFoundError as e:
-        raise QAError(f"{damaged} ({Path(e.filename).name} is missing): run `qa index --rebuild`") from e
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise QAError(f"{damaged} ({e.__class__.__name__}): run `qa index --rebuild`") from e
-    if not (len(passages) == dense.ntotal == bm25.n_docs == len(ptr) - 1):
-        raise QAError(f"{damaged} (its parts disagree): run `qa index --rebuild`")
+    except FileNotFoundError:
+        raise _damaged(folder, f"{name} is missing") from None
+    except ValueError as e:
+        what = str(e)
+        raise _damaged(folder, what if what.startswith(name) else f"{name} is unreadable") from None
+    except (OSError, KeyError, TypeError, RuntimeError, EOFError, IndexError, AttributeError, RecursionError,
+            zipfile.BadZipFile):
+        raise _damaged(folder, f"{name} is unreadable") from None
     return Index(gen, manifest, passages, dense, bm25, sentence_vecs, ptr, rows)
 
 
 def _read_passages(gen: Path) -> list[Passage]:
     """The passages, sharing equal values: one doc-id string per document, one (start, end)
-    tuple per sentence (neighbours overlap by a sentence), one int object per offset."""
-    c = json.loads((gen / "passages.json").read_text())
+    tuple per sentence (neighbours overlap by a sentence), one int object per offset.
+    ValueError when passages.json is not the columns a build writes."""
+    c = json.loads((gen / "passages.json").read_bytes().decode("utf-8"))
+    if not isinstance(c, dict) or not all(isinstance(c.get(k), list) for k in PASSAGE_COLUMNS) \
+            or len({len(c[k]) for k in PASSAGE_COLUMNS}) != 1:
+        raise ValueError("passages.json does not hold the passage columns")
     docs: dict[str, str] = {}
     ints: dict[int, int] = {}
     spans: dict[tuple, tuple[int, int]] = {}
     same = ints.setdefault
     out = []
-    for doc, ordinal, start, end, line, text, sents in zip(
-        c["doc"], c["ordinal"], c["start"], c["end"], c["line"], c["text"], c["sentences"]
-    ):
+    for doc, ordinal, start, end, line, text, sents in zip(*(c[k] for k in PASSAGE_COLUMNS)):
+        if not (type(doc) is str and type(text) is str and type(ordinal) is int and type(start) is int
+                and type(end) is int and type(line) is int and type(sents) is list
+                and 0 <= start and end - start == len(text)):
+            raise ValueError("passages.json holds a malformed passage")
+        sents = [(s, e) for s, e in sents]
+        if not all(type(s) is int and type(e) is int and start <= s <= e <= end for s, e in sents):
+            raise ValueError("passages.json holds a malformed passage")
         doc = docs.setdefault(doc, doc)
         sentences = tuple(spans.setdefault((doc, s, e), (same(s, s), same(e, e))) for s, e in sents)
         out.append(Passage(doc, same(ordinal, ordinal), same(start, start), same(end, end), same(line, line),
