@@ -51,7 +51,7 @@ from qa.load import SUFFIXES, file_hash, fingerprint, load_document  # noqa: E40
 from qa.pipeline import Engine, ask, open_engine  # noqa: E402
 from qa.pipeline import threshold as effective_threshold  # noqa: E402
 from qa.present import answer_html, answer_label, passage_html, to_dict  # noqa: E402
-from qa.types import Citation, QAError, Result  # noqa: E402
+from qa.datatypes import Citation, QAError, Result  # noqa: E402
 
 HOST = "127.0.0.1"
 PORT = 7860

@@ -146,7 +146,7 @@ def _doc_text(title: str, paragraphs: list[str]) -> tuple[str, list[int]]:
 
 def _count_passages(text: str, sentences_per_passage: int, overlap: int) -> int:
     from qa.split import split_document
-    from qa.types import Document
+    from qa.datatypes import Document
 
     return len(split_document(Document("d", "t", text, ""), sentences_per_passage, overlap))
 

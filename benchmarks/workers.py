@@ -613,7 +613,7 @@ def task_splitscale(args: dict) -> dict:
     from corpus import SQUAD_DEV
 
     from qa import split
-    from qa.types import Document
+    from qa.datatypes import Document
 
     data = json.loads(Path(args.get("squad", SQUAD_DEV)).read_text())["data"]
     arts = sorted(data, key=lambda a: len(a["paragraphs"]))

@@ -2,7 +2,7 @@
 
 The data's path, one module per step: load → split → index (embed) → retrieve →
 answer (the trained reader, :mod:`qa.reader`) → present; the types that flow between
-them are in ``qa.types``, the settings in ``qa.config``, and ``qa.pipeline`` runs the
+them are in ``qa.datatypes``, the settings in ``qa.config``, and ``qa.pipeline`` runs the
 whole path for one question. The public API::
 
     from qa import Settings, open_engine, ask
@@ -25,12 +25,12 @@ _EXPORTS = {
     "build_index": "qa.index",
     "load_index": "qa.index",
     "load_reader": "qa.reader",
-    "Result": "qa.types",
-    "Answer": "qa.types",
-    "Citation": "qa.types",
-    "Passage": "qa.types",
-    "Document": "qa.types",
-    "QAError": "qa.types",
+    "Result": "qa.datatypes",
+    "Answer": "qa.datatypes",
+    "Citation": "qa.datatypes",
+    "Passage": "qa.datatypes",
+    "Document": "qa.datatypes",
+    "QAError": "qa.datatypes",
 }
 __all__ = sorted(_EXPORTS)
 

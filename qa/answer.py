@@ -19,7 +19,7 @@ from qa.calibration import Calibration, candidate_features, missing_terms, speci
 from qa.index import Index
 from qa.metrics import normalize_answer
 from qa.reader import Reader
-from qa.types import Answer, Citation, Hit, Passage
+from qa.datatypes import Answer, Citation, Hit, Passage
 
 ANSWERERS = ("reader", "heuristic")
 NOT_FOUND = "The documents do not answer this question. The nearest passages are listed below."

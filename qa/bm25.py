@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.types import QAError
+from qa.datatypes import QAError
 
 NPZ_FILE = "bm25.npz"
 VOCAB_FILE = "bm25_vocab.json"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.types import QAError
+from qa.datatypes import QAError
 
 FEATURES = ("score", "margin", "share", "rank", "missing")
 RIGHT_F1 = 0.5

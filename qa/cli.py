@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from qa.config import ANSWERERS, BACKENDS, FAISS_KINDS, FUSIONS, MODES, PRECISIONS, Settings, load_saved
-from qa.types import QAError
+from qa.datatypes import QAError
 
 # Exit statuses, the same for every command (documented in `qa --help`).
 EXIT_OK = 0  # done; `qa ask`: every question answered, or found not answered by the documents
@@ -269,18 +269,18 @@ def main(argv: list[str] | None = None) -> int:
         args.question = None
     try:
         return args.func(args)
-    except QAError as e:
-        error_line(e)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
-    except OSError as e:  # not one of the input problems the commands report as QAError
-        where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        error_line(f"{e.strerror or e}{where}")
-        return EXIT_FAILED
+    except (QAError, OSError) as e:
+        if isinstance(e, QAError):  # a full disk or read-only index is a QAError too, but not the input's fault
+            error_line(e)
+        else:
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            error_line(f"{e.strerror or e}{where}")
+        return EXIT_FAILED if isinstance(e, OSError) else EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
-from qa.types import QAError, Question
+from qa.datatypes import QAError, Question
 
 FORMATS = ("jsonl", "squad", "beir")
 CORPUS_MARK = ".qa-eval-corpus"  # in a corpus folder written here: safe to overwrite

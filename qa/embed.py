@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.types import QAError
+from qa.datatypes import QAError
 
 EXPORT_VERSION = 1  # bump when the exported graph changes
 OPSET = 17

@@ -33,7 +33,7 @@ from qa.calibration import RIGHT_F1
 from qa.config import SAVED_SETTINGS_FILE, Settings, load_saved
 from qa.datasets import FORMATS
 from qa.splits import SPLITS, in_split
-from qa.types import Answer, Citation, QAError, Question
+from qa.datatypes import Answer, Citation, QAError, Question
 
 EVAL_MODES = ("bm25", "dense", "hybrid-rrf", "hybrid-weighted")
 LABELS = {"bm25": "bm25", "dense": "dense", "hybrid-rrf": "hybrid (rrf)", "hybrid-weighted": "hybrid (weighted)"}

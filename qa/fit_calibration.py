@@ -21,7 +21,7 @@ import numpy as np
 
 from qa.calibration import CALIBRATION_FILE, RIGHT_F1, Calibration, fit_logistic, fit_platt, reliability
 from qa.config import Settings
-from qa.types import QAError, Question
+from qa.datatypes import QAError, Question
 
 LOOKAHEAD = 30  # ranked hits fetched so that k remain after dropping the gold document's
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from qa.config import Settings
 from qa.index import Index
-from qa.tokenize import tokenize
-from qa.types import Answer, Hit
+from qa.terms import tokenize
+from qa.datatypes import Answer, Hit
 
 # Chosen by a grid search on questions/seed.jsonl (see README, "How the defaults were chosen").
 WEIGHTS = {"sem": 0.50, "lex": 0.30, "ret": 0.15}

@@ -42,8 +42,8 @@ from qa.bm25 import BM25, build_bm25, load_bm25, save_bm25
 from qa.config import Settings
 from qa.load import corpus_files, doc_id, fingerprint, load_document
 from qa.split import split_document
-from qa.tokenize import tokenize
-from qa.types import Passage, QAError
+from qa.terms import tokenize
+from qa.datatypes import Passage, QAError
 
 FORMAT_VERSION = 2  # 2: float16 FAISS storage
 CURRENT = "CURRENT"

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from qa.types import Document, QAError
+from qa.datatypes import Document, QAError
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 MAX_TITLE_CHARS = 200

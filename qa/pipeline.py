@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from qa.answer import NOT_FOUND, citation, reader_answers
 from qa.calibration import Calibration, calibration_for
@@ -11,7 +12,7 @@ from qa.config import MAX_QUESTION_CHARS, Settings
 from qa.index import Index, ensure_index, load_index, stderr_log
 from qa.reader import Reader, load_reader
 from qa.retrieve import contextualize, retrieve
-from qa.types import QAError, Result
+from qa.datatypes import QAError, Result
 
 
 @dataclass
@@ -35,7 +36,7 @@ def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progr
     if settings.answerer == "reader":
         engine.reader = reader or load_reader(settings.reader or None, settings.model_path)
         try:
-            engine.calibration = calibration_for(index.folder, engine.reader.folder, engine.reader.identity,
+            engine.calibration = calibration_for(Path(settings.index), engine.reader.folder, engine.reader.identity,
                                                  model_name(index), log=log)
         except QAError:
             if not fitting:

@@ -6,7 +6,7 @@ import html
 import json
 import textwrap
 
-from qa.types import Answer, Citation, Result
+from qa.datatypes import Answer, Citation, Result
 
 SNIPPET_CHARS = 300
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from qa.reader_windows import SpanScore, Window, WindowMaker, batch_arrays, best_spans
-from qa.types import QAError
+from qa.datatypes import QAError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "models" / "reader"
 MODEL_FILE = "reader.onnx"

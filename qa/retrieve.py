@@ -11,8 +11,8 @@ import numpy as np
 from qa.bm25 import bm25_top
 from qa.config import FUSIONS, MODES, Settings
 from qa.index import Index
-from qa.tokenize import tokenize
-from qa.types import Hit, QAError
+from qa.terms import tokenize
+from qa.datatypes import Hit, QAError
 
 # Words that point back to an earlier question ("Which port do they arrive at?").
 _ANAPHORA = re.compile(

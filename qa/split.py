@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from qa.types import Document, Passage
+from qa.datatypes import Document, Passage
 
 MAX_PASSAGE_CHARS = 1200  # keeps passages inside the encoder's 256-token window
 MAX_SENTENCE_CHARS = 1000  # longer runs without punctuation (tables, lists) are cut at spaces

@@ -3,8 +3,8 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from qa.bm25 import BM25, bm25_scores, bm25_top, build_bm25, load_bm25, save_bm25
-from qa.tokenize import tokenize
-from qa.types import QAError
+from qa.terms import tokenize
+from qa.datatypes import QAError
 
 SENTENCES = [
     "Iran has supplied Russia with Shahed-136 drones since August 2022.",

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from qa.datasets import CORPUS_MARK, load_beir, load_question_set, load_questions, load_squad
-from qa.types import QAError, Question
+from qa.datatypes import QAError, Question
 
 
 def write_lines(path, lines):

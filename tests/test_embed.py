@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from qa.config import resolve_model  # noqa: E402
 from qa.embed import _export_path, default_cache_dir, export_onnx, load_encoder, quantize_onnx  # noqa: E402
-from qa.types import QAError  # noqa: E402
+from qa.datatypes import QAError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = " ".join(

@@ -17,7 +17,7 @@ from qa.evaluate import (
     sample_questions,
 )
 from qa.metrics import recall_at_k
-from qa.types import Hit, Passage, Question
+from qa.datatypes import Hit, Passage, Question
 
 DOCS = {
     "eiffel.txt": "# The Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron lattice tower in Paris. "
@@ -318,3 +318,38 @@ def test_benchmark_refuses_to_write_into_a_real_corpus(tiny, tmp_path, capsys):
                                 "--index", tmp_path / "i")
     assert code == 2 and "already holds other files" in err
     assert sorted(p.name for p in tiny.corpus.iterdir()) == before
+
+
+def test_reader_calibration_is_saved_with_the_index_and_used_by_ask(tiny, tmp_path, capsys):
+    from qa.calibration import load_calibration
+    from qa.pipeline import open_engine
+    from qa.reader import DEFAULT_DIR, expected_sha256
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny.index, index)
+    code, stdout, _ = run_eval_cli(capsys, tiny.questions, "--corpus", tiny.corpus, "--index", index, "--calibrate")
+    assert code == 0 and "calibration.json" in stdout and "with their gold document left out" in stdout
+    cal = load_calibration(index / "calibration.json")
+    assert cal.reader == expected_sha256(DEFAULT_DIR)
+    engine = open_engine(Settings(corpus=tiny.corpus, index=index), build=False, progress=False)
+    assert engine.calibration == cal
+    cal.reader = "another reader"
+    cal.save(index / "calibration.json")
+    notes = []
+    engine = open_engine(Settings(corpus=tiny.corpus, index=index), build=False, progress=False, log=notes.append)
+    assert engine.calibration == load_calibration(DEFAULT_DIR / "calibration.json")
+    assert any("another reader" in n for n in notes)
+
+
+def test_squad_split_and_the_reader_given_the_gold_paragraph(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-squad.json").write_text(json.dumps(SQUAD), encoding="utf-8")
+    code, stdout, err = run_eval_cli(capsys, "tiny-squad.json", "--format", "squad", "--given-gold",
+                                     "--split", "heldout", "--out", "gold")
+    assert code == 0, err
+    assert "Reader given the gold paragraph (3 questions, heldout)" in stdout
+    figures = json.loads((tmp_path / "gold" / "results.json").read_text())["given_gold"]
+    assert 0.0 <= figures["em"] <= figures["f1"] <= 1.0
+    code, _, err = run_eval_cli(capsys, "tiny-squad.json", "--format", "squad", "--split", "train")
+    assert code == 2 or code == 1
+    assert "no question of tiny-squad.json is in that split" in err

@@ -36,7 +36,7 @@ from qa.cli import main
 from qa.config import HEURISTIC_THRESHOLD, Settings, load_saved
 from qa.index import build_index, ensure_index, load_index, read_manifest, staleness
 from qa.retrieve import retrieve
-from qa.types import QAError
+from qa.datatypes import QAError
 
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
 CHANGED = "corpus changed (0 added, 1 changed, 0 removed)"
@@ -141,9 +141,10 @@ def where(settings) -> list[str]:
     return ["--corpus", str(settings.corpus), "--index", str(settings.index)]
 
 
-def error_line(rc: int, err: str) -> str:
-    """Exit status 2 and exactly one `error: ...` line, last, after only index notes and warnings."""
-    assert rc == 2, err
+def error_line(rc: int, err: str, status: int = 2) -> str:
+    """Exit ``status`` (2: bad input; 1: the machine's fault, e.g. a full disk) and exactly one
+    `error: ...` line, last, after only index notes and warnings."""
+    assert rc == status, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("error: "), err
@@ -379,7 +380,7 @@ def test_full_disk_on_qa_index_and_qa_ask(idx, fast, monkeypatch, capsys):
     append_sentence(idx)
     opened = fill_disk(monkeypatch, "dense.faiss", nth=0)
     rc, out, err = run_main(["index", "-q", *where(idx)], capsys)
-    assert error_line(rc, err) == f"error: disk full writing {opened[0]}"
+    assert error_line(rc, err, 1) == f"error: disk full writing {opened[0]}"
     assert out == "" and leftovers(idx) == []
     # `qa ask` tries the update, cannot write it, and answers from the index it has
     rc, out, err = run_main(["ask", "--answerer", "heuristic", "--json", "-q", *where(idx), DRONES_QUESTION], capsys)
@@ -473,7 +474,7 @@ def test_read_only_index_through_the_cli(idx, fast, monkeypatch, capsys):
     read_only(monkeypatch, idx.index)
     lock = Path(idx.index) / ".lock"
     rc, out, err = run_main(["index", *where(idx)], capsys)
-    assert error_line(rc, err) == f"error: read-only file system: cannot write {lock}" and out == ""
+    assert error_line(rc, err, 1) == f"error: read-only file system: cannot write {lock}" and out == ""
     rc, out, err = run_main(["ask", "--answerer", "heuristic", "--json", *where(idx), DRONES_QUESTION], capsys)
     assert rc == 0, err
     assert err.splitlines() == [
@@ -485,7 +486,7 @@ def test_read_only_index_through_the_cli(idx, fast, monkeypatch, capsys):
     # other index settings cannot fall back on an index built differently: one line, exit 2
     rc, out, err = run_main(["ask", "--sentences", "3", "--answerer", "heuristic", *where(idx), DRONES_QUESTION],
                             capsys)
-    assert error_line(rc, err) == f"error: read-only file system: cannot write {lock}" and out == ""
+    assert error_line(rc, err, 1) == f"error: read-only file system: cannot write {lock}" and out == ""
     monkeypatch.undo()
     assert snapshot(idx.index) == before
 

@@ -24,7 +24,7 @@ from qa.config import MAX_QUESTION_CHARS, MODES, Settings
 from qa.datasets import CORPUS_MARK
 from qa.evaluate import _claim_corpus, eval_settings
 from qa.present import to_json, to_text
-from qa.types import Answer, Citation, QAError, Result
+from qa.datatypes import Answer, Citation, QAError, Result
 
 OSC52 = "\x1b]52;c;aGVsbG8=\x07"  # writes "hello" to the clipboard
 CSI_CLEAR = "\x1b[2J\x1b[H"

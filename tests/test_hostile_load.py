@@ -21,7 +21,7 @@ import qa.load
 from helpers_core import make_pdf
 from qa.config import Settings
 from qa.load import corpus_files, fingerprint, load_corpus, load_document
-from qa.types import QAError
+from qa.datatypes import QAError
 
 SECRET = "root:x:0:0:root:/root:/bin/bash\n"
 GOOD = "Good report.\nIran sent drones to Russia in 2022.\n"

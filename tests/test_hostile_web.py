@@ -27,7 +27,7 @@ import ui
 from qa.config import Settings
 from qa.load import load_document
 from qa.pipeline import Engine
-from qa.types import QAError, Result
+from qa.datatypes import QAError, Result
 
 HOSTILE = "<img src=x onerror=alert(1)>.md"
 GOOD_DOC = "radar.txt"

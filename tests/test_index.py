@@ -26,7 +26,7 @@ from qa.index import build_index, load_index, read_manifest, staleness
 from qa.load import load_corpus
 from qa.retrieve import retrieve
 from qa.split import split_document
-from qa.types import QAError
+from qa.datatypes import QAError
 
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
 

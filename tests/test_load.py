@@ -8,7 +8,7 @@ import pytest
 
 from helpers_core import CORPUS, DOC_A, DOC_B, copy_corpus, make_pdf
 from qa.load import corpus_files, fingerprint, load_corpus, load_document
-from qa.types import QAError
+from qa.datatypes import QAError
 
 
 def _load_one(tmp_path, name: str, data: bytes | str):

@@ -16,7 +16,7 @@ from qa.calibration import (Calibration, calibration_for, candidate_features, fi
 from qa.config import Settings
 from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, file_sha256, load_reader
 from qa.reader_windows import WindowMaker, batch_arrays, best_spans, token_span
-from qa.types import Hit, Passage, QAError
+from qa.datatypes import Hit, Passage, QAError
 
 MODEL_DIR = Settings().model_path
 

@@ -9,8 +9,8 @@ from helpers_core import DRONES_QUESTION, real_encoder, settings_for, template
 from qa.bm25 import bm25_scores
 from qa.index import load_index
 from qa.retrieve import contextualize, retrieve, rrf, weighted_fusion
-from qa.tokenize import tokenize
-from qa.types import QAError
+from qa.terms import tokenize
+from qa.datatypes import QAError
 
 # ------------------------------------------------------------------ reciprocal rank fusion
 

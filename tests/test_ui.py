@@ -26,7 +26,7 @@ from qa.cli import settings_from
 from qa.config import Settings
 from qa.pipeline import Engine, ask, check_question, open_engine
 from qa.present import to_dict
-from qa.types import QAError, Result
+from qa.datatypes import QAError, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))

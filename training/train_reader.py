@@ -38,7 +38,7 @@ from qa.config import resolve_model  # noqa: E402
 from qa.metrics import exact_match, token_f1  # noqa: E402
 from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, token_span  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
-from qa.tokenize import tokenize  # noqa: E402
+from qa.terms import tokenize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "benchmarks" / "squad-v1.1-dev" / "dev-v1.1.json"

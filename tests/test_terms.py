@@ -1,6 +1,6 @@
 import pytest
 
-from qa.tokenize import STOP_WORDS, tokenize
+from qa.terms import STOP_WORDS, tokenize
 
 
 def test_plain_sentence_drops_stop_words_and_stems():
