@@ -17,6 +17,10 @@ that finds its generation gone (replaced between reading CURRENT and locking it)
 CURRENT again. Every file is checked on load; a bad one is a one-line ``QAError`` naming it.
 A write that fails (disk full, read-only folder) raises a one-line ``IndexWriteError`` naming
 the file, leaves no temporary file behind and keeps the previous index serving.
+
+Staleness is judged as git judges its work tree: the manifest records each document's size,
+mtime, ctime and inode as the build read it, and only files whose status differs (or has none
+recorded: an older manifest, a file modified just before the build) are read and hashed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -40,7 +45,7 @@ import numpy as np
 
 from qa.bm25 import BM25, build_bm25, load_bm25, save_bm25
 from qa.config import Settings
-from qa.load import corpus_files, doc_id, fingerprint, load_document
+from qa.load import corpus_files, doc_id, file_hash, load_document
 from qa.split import split_document
 from qa.terms import tokenize
 from qa.datatypes import Passage, QAError
@@ -53,7 +58,12 @@ GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", "passages.json
                     "sentences.npy")  # besides manifest.json, which lists their digests
 GENERATION_NAME = re.compile(r"gen-[0-9A-Za-z_-]{1,100}")
 PASSAGE_COLUMNS = ("doc", "ordinal", "start", "end", "line", "text", "sentences")
+STAT_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino")  # recorded per document: unchanged means not re-hashed
+RACY_NS = 2_000_000_000  # a file modified less than this before it was read is hashed every time (see _stat_of)
+BUILD_STAGES = ("list", "prepare", "load", "split", "encoder", "sentences", "encode", "faiss", "tokenize", "bm25",
+                "write", "cleanup", "cache")  # reported to build_index's on_stage, in this order
 Log = Callable[[str], None]
+OnStage = Callable[[str, float], None]
 
 
 class IndexWriteError(QAError, OSError):
@@ -75,6 +85,23 @@ class IndexWriteError(QAError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class _Laps:
+    """Reports the stages of a build to ``on_stage``: each call ends a stage begun when the previous one ended."""
+
+    def __init__(self, on_stage: OnStage | None, start: float):
+        self.on_stage, self.last = on_stage, start
+
+    def __call__(self, name: str, minus: float = 0.0) -> None:
+        """End stage ``name`` now; ``minus``: seconds of it reported as another stage (``add``)."""
+        now = time.perf_counter()
+        self.add(name, now - self.last - minus)
+        self.last = now
+
+    def add(self, name: str, seconds: float) -> None:
+        if self.on_stage is not None:
+            self.on_stage(name, max(0.0, seconds))
 
 
 @contextmanager
@@ -101,8 +128,9 @@ class Index:
     sentence_ptr: np.ndarray  # passage row p owns sentence rows sentence_rows[ptr[p]:ptr[p+1]]
     sentence_rows: np.ndarray
 
-    @property
+    @cached_property
     def titles(self) -> dict[str, str]:
+        """Document id -> title, made once per loaded index (every citation looks one up)."""
         return {d: meta["title"] for d, meta in self.manifest["docs"].items()}
 
     def passage_vector(self, row: int) -> np.ndarray:
@@ -141,14 +169,68 @@ def staleness(settings: Settings) -> str | None:
         return "no index yet"
     if manifest.get("signature") != index_signature(settings):
         return "index settings or model changed"
-    docs = fingerprint(Path(settings.corpus), follow_links=settings.follow_links)
     known = {**{d: meta["sha256"] for d, meta in manifest["docs"].items()}, **manifest.get("skipped", {})}
+    docs = _corpus_digests(settings, manifest, known)
     if known == docs:
         return None
     added = len(set(docs) - set(known))
     removed = len(set(known) - set(docs))
     changed = sum(1 for d in docs if d in known and known[d] != docs[d])
     return f"corpus changed ({added} added, {changed} changed, {removed} removed)"
+
+
+def _corpus_digests(settings: Settings, manifest: dict, known: dict[str, str]) -> dict[str, str]:
+    """Document id -> sha256 of the raw bytes for every file that would be loaded, as
+    ``qa.load.fingerprint`` gives it, judging by the file's status first, as git does: a file whose
+    size, mtime, ctime and inode all equal what the manifest recorded when the build read it still
+    holds the bytes it held then, and keeps its recorded digest unread. Any other file is hashed: a
+    changed status, or a document the manifest recorded no status for (an older manifest, a racy file).
+    ``known`` is the manifest's digest by document id, documents and skipped files."""
+    corpus = Path(settings.corpus)
+    recorded = {d: meta for d, meta in manifest["docs"].items()}
+    skipped_stat = manifest.get("skipped_stat")
+    if not isinstance(skipped_stat, dict):
+        skipped_stat = {}
+    recorded.update((d, skipped_stat.get(d)) for d in manifest.get("skipped", {}))
+    out = {}
+    for p in corpus_files(corpus, follow_links=settings.follow_links, warn=lambda msg: None):
+        did = doc_id(p, corpus)
+        try:
+            was = recorded.get(did)
+            if did in known and isinstance(was, dict) and _same_stat(was, os.stat(p)):
+                out[did] = known[did]
+            else:
+                out[did] = _hash_file(p)
+        except OSError:  # gone or locked since it was listed: left out like an unreadable file
+            continue
+    return out
+
+
+def _same_stat(recorded: dict, st: os.stat_result) -> bool:
+    """Whether ``st`` is the status ``_stat_of`` recorded; False when any field is missing or not an int."""
+    now = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+    return all(type(recorded.get(k)) is int and recorded[k] == now[k] for k in STAT_FIELDS)
+
+
+def _stat_of(path: Path) -> dict:
+    """The status of ``path`` to record in the manifest, taken before its bytes are read, or {} (it is
+    then hashed by every ``staleness``) when it cannot be taken or when the file was modified less than
+    ``RACY_NS`` before: a file written again within its timestamp's granularity (coarse clock ticks,
+    seconds on some file systems) after the build read it could keep its mtime and size ("racily
+    clean", in git's words). An older mtime always changes when the file is written."""
+    now = time.time_ns()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    if st.st_mtime_ns > now - RACY_NS:
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+
+
+def _hash_file(path: Path) -> str:
+    """sha256 of the raw bytes of ``path`` (the digest the manifest records)."""
+    return file_hash(path.read_bytes())
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -283,34 +365,46 @@ def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = 
 
 
 def build_index(
-    settings: Settings, *, rebuild: bool = False, log: Log = stderr_log, progress: bool = True, encoder=None
+    settings: Settings, *, rebuild: bool = False, log: Log = stderr_log, progress: bool = True, encoder=None,
+    on_stage: OnStage | None = None,
 ) -> dict:
     """Build or incrementally update the index of ``settings.corpus``; returns the new manifest.
 
     Unchanged documents keep their passages; only passages whose text is not in the
     embedding cache are encoded. ``rebuild`` re-reads every document (the cache still applies).
+    ``on_stage(name, seconds)`` is called as each stage of ``BUILD_STAGES`` ends, in that order, with
+    its wall time; the stages cover the whole build: listing the corpus, preparing (the lock, unused
+    generations, the old index to reuse), loading (reading, hashing, parsing) and splitting the documents,
+    the encoder (loaded unless given), the sentence table, encoding, the FAISS index, tokenising and
+    BM25, writing and switching to the new generation, deleting old ones, compacting the cache.
     """
     folder = Path(settings.index)
     corpus = Path(settings.corpus)
     t0 = time.perf_counter()
+    lap = _Laps(on_stage, t0)
     files = corpus_files(corpus, follow_links=settings.follow_links)  # before the lock: a bad corpus leaves no index folder behind
     if not files:
         raise QAError(f"no documents in {corpus} (expected .txt, .md, .html or .pdf files)")
+    lap("list")
     with _locked(folder):
         _drop_unused(folder)  # room for the new generation first
         signature = index_signature(settings)
         old_manifest, old_passages = _reusable(folder, signature, rebuild)
+        lap("prepare")
 
         docs_meta: dict[str, dict] = {}
         skipped: dict[str, str] = {}
+        skipped_stat: dict[str, dict] = {}
         passages: list[Passage] = []
         n_read = 0
+        split_s = 0.0
         for path in files:
             did = doc_id(path, corpus)
-            data_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+            stat = _stat_of(path)  # before the bytes: a change after it shows in the next staleness
+            data_hash = _hash_file(path)
             old = old_manifest["docs"].get(did) if old_manifest else None
             if old and old["sha256"] == data_hash and did in old_passages:
-                docs_meta[did] = old
+                docs_meta[did] = {**{k: v for k, v in old.items() if k not in STAT_FIELDS}, **stat}
                 passages.extend(old_passages[did])
                 continue
             try:
@@ -318,26 +412,41 @@ def build_index(
             except QAError as e:
                 log(f"warning: skipped {e}")
                 skipped[did] = data_hash
+                if stat:
+                    skipped_stat[did] = stat
                 continue
             n_read += 1
+            t_split = time.perf_counter()
             doc_passages = split_document(doc, settings.sentences_per_passage, settings.overlap)
-            docs_meta[did] = {"sha256": doc.sha256, "title": doc.title, "passages": len(doc_passages), "chars": len(doc.text)}
+            split_s += time.perf_counter() - t_split
+            docs_meta[did] = {"sha256": doc.sha256, "title": doc.title, "passages": len(doc_passages),
+                              "chars": len(doc.text), **stat}
             passages.extend(doc_passages)
+        lap("load", minus=split_s)
+        lap.add("split", split_s)
         if not passages:
             raise QAError(f"no readable documents in {corpus}")
 
         encoder = encoder or _indexing_encoder(settings)
+        lap("encoder")
         sentence_keys, sentence_texts, sentence_ptr, sentence_rows = _sentence_table(passages)
+        lap("sentences")
         texts = [p.text for p in passages] + sentence_texts
         keys = [p.key for p in passages] + sentence_keys
         cache_dir = folder / "cache" / _model_key(settings)
         vectors = _encode_cached(encoder, texts, keys, cache_dir, settings.batch_size, progress, log)
         passage_vecs = vectors[: len(passages)].astype(np.float32)
         sentence_vecs = vectors[len(passages) :].astype(np.float16)
+        lap("encode")
 
         t_enc = time.perf_counter()
         dense = _build_faiss(passage_vecs, settings)
-        bm25 = build_bm25([tokenize(p.text) for p in passages])
+        lap("faiss")
+        tokens = [tokenize(p.text) for p in passages]
+        lap("tokenize")
+        bm25 = build_bm25(tokens)
+        del tokens  # not held while the generation is written
+        lap("bm25")
         manifest = {
             "format": FORMAT_VERSION,
             "signature": signature,
@@ -347,6 +456,7 @@ def build_index(
             "faiss": _faiss_kind(len(passages), settings),
             "docs": docs_meta,
             "skipped": skipped,
+            "skipped_stat": skipped_stat,
             "passages": len(passages),
             "sentences": len(sentence_texts),
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -364,11 +474,14 @@ def build_index(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        lap("write")
         _drop_old_generations(folder, keep=gen.name)
+        lap("cleanup")
         try:
             _compact_cache(cache_dir, set(keys))
         except IndexWriteError as e:  # the new index is live; the cache keeps its (larger) old shards
             log(f"warning: {e}; the embedding cache was not compacted")
+        lap("cache")
         log(
             f"index: {len(docs_meta)} documents ({n_read} read), {len(passages)} passages, "
             f"{len(sentence_texts)} sentences in {time.perf_counter() - t0:.1f}s "
@@ -415,6 +528,12 @@ def _sentence_table(passages: list[Passage]) -> tuple[list[str], list[str], np.n
             rows.append(row)
         ptr[i + 1] = len(rows)
     return keys, texts, ptr, np.asarray(rows, dtype=np.int32)
+
+
+def indexing_encoder(settings: Settings):
+    """The encoder ``build_index`` loads when it is given none: the settings' model, backend and precision
+    (for callers that wrap it, as the benchmark does to time each call)."""
+    return _indexing_encoder(settings)
 
 
 def _indexing_encoder(settings: Settings):
