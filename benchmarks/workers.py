@@ -130,31 +130,37 @@ def read_pool(index_dirs: list[str]) -> dict[str, np.ndarray]:
 
 
 class TimedEncoder:
-    """Wraps the encoder the build uses: times each call, split into passages and sentences."""
+    """Wraps the encoder the build uses: times each call; ``split`` then shares the time between
+    passages and sentences (by characters), once the passages are known."""
 
-    def __init__(self, inner, passage_texts: set[str]):
+    def __init__(self, inner):
         self.inner = inner
         self.name, self.dim = inner.name, inner.dim
         self.backend, self.precision = inner.backend, inner.precision
-        self.passage_texts = passage_texts
+        self.calls: list[tuple[list[str], float]] = []  # (texts, seconds) of each call
         self.t = {"passages": 0.0, "sentences": 0.0}
         self.n = {"passages": 0, "sentences": 0}
         self.cpu = 0.0
 
     def encode(self, texts, **kw):
         texts = list(texts)
-        is_p = [t in self.passage_texts for t in texts]
-        chars_p = sum(len(t) for t, p in zip(texts, is_p) if p)
-        chars = sum(len(t) for t in texts) or 1
         c0, t0 = cpu_seconds(), time.perf_counter()
         out = self.inner.encode(texts, **kw)
-        dt = time.perf_counter() - t0
+        self.calls.append((texts, time.perf_counter() - t0))
         self.cpu += cpu_seconds() - c0
-        self.t["passages"] += dt * chars_p / chars
-        self.t["sentences"] += dt * (1 - chars_p / chars)
-        self.n["passages"] += sum(is_p)
-        self.n["sentences"] += len(texts) - sum(is_p)
         return out
+
+    def split(self, passage_texts: set[str]) -> None:
+        """Share each call's time between the passage texts and the (other) sentence texts it encoded."""
+        for texts, dt in self.calls:
+            is_p = [t in passage_texts for t in texts]
+            chars_p = sum(len(t) for t, p in zip(texts, is_p) if p)
+            chars = sum(len(t) for t in texts) or 1
+            self.t["passages"] += dt * chars_p / chars
+            self.t["sentences"] += dt * (1 - chars_p / chars)
+            self.n["passages"] += sum(is_p)
+            self.n["sentences"] += len(texts) - sum(is_p)
+        self.calls = []
 
 
 def task_build(args: dict) -> dict:
@@ -169,76 +175,42 @@ def task_build(args: dict) -> dict:
         (Path(settings.index) / "CURRENT").unlink(missing_ok=True)
     else:
         shutil.rmtree(settings.index, ignore_errors=True)
-    timers: dict[str, float] = defaultdict(float)
-    state: dict = {}
+    timers: dict[str, float] = {}  # seconds of each stage of the build, as build_index reports them
 
-    def timed(name, fn):
-        def wrapper(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                timers[name] += time.perf_counter() - t
-        return wrapper
+    def on_stage(name: str, seconds: float) -> None:
+        timers[name] = timers.get(name, 0.0) + seconds
 
-    encoder = None
-    if args.get("synthetic"):
+    synthetic_pool = encoder_load = 0.0
+    if args.get("synthetic"):  # the pool is not part of the build
         t = time.perf_counter()
         pool = read_pool(args.get("pool_dirs", []))
-        encoder = SyntheticEncoder(pool)
-        timers["synthetic_pool"] = time.perf_counter() - t
+        inner = SyntheticEncoder(pool)
+        synthetic_pool = time.perf_counter() - t
         log(f"synthetic vectors: pool of {len(pool)} real vectors from {args.get('pool_dirs')}")
-
-    orig_table = qi._sentence_table
-
-    def sentence_table(passages):
-        t = time.perf_counter()
-        res = orig_table(passages)
-        timers["sentence_table"] += time.perf_counter() - t
-        state["passage_texts"] = {p.text for p in passages}
-        if isinstance(state.get("encoder"), TimedEncoder):
-            state["encoder"].passage_texts = state["passage_texts"]
-        return res
-
-    orig_load_enc = qi._indexing_encoder
-
-    def indexing_encoder(settings):
-        t = time.perf_counter()
-        enc = orig_load_enc(settings)
-        timers["encoder_load"] += time.perf_counter() - t
-        state["encoder"] = TimedEncoder(enc, state.get("passage_texts", set()))
-        return state["encoder"]
-
-    qi.load_document = timed("load", qi.load_document)
-    qi.split_document = timed("split", qi.split_document)
-    qi._sentence_table = sentence_table
-    qi._indexing_encoder = indexing_encoder
-    qi._encode_cached = timed("encode_cached", qi._encode_cached)
-    qi._build_faiss = timed("faiss", qi._build_faiss)
-    qi.tokenize = timed("bm25_tokenize", qi.tokenize)
-    qi.build_bm25 = timed("bm25_build", qi.build_bm25)
-    qi._write_generation = timed("write", qi._write_generation)
-    qi._compact_cache = timed("cache_compact", qi._compact_cache)
-
-    if encoder is not None:
-        state["encoder"] = TimedEncoder(encoder, set())
-        encoder = state["encoder"]
     rss0 = rss_mb()
     c0 = cpu_seconds()
     t0 = time.perf_counter()
-    manifest = qi.build_index(settings, rebuild=True, log=log, progress=False, encoder=encoder)
+    if not args.get("synthetic"):  # the encoder build_index would load, loaded here to be wrapped: part of the build
+        inner = qi.indexing_encoder(settings)
+        encoder_load = time.perf_counter() - t0
+    enc = TimedEncoder(inner)
+    manifest = qi.build_index(settings, rebuild=True, log=log, progress=False, encoder=enc, on_stage=on_stage)
     total = time.perf_counter() - t0
     cpu = cpu_seconds() - c0
     peak = peak_rss_mb()
 
-    gen = qi._current_generation(Path(settings.index))
-    passages = qi._read_passages(gen)
+    if list(timers) != list(qi.BUILD_STAGES):
+        raise RuntimeError(f"build_index reported the stages {list(timers)}, expected {list(qi.BUILD_STAGES)}")
+    built = qi.load_index(settings, verify=False)  # after the peak RSS: not part of the build's figures
+    gen, passages = built.folder, built.passages
+    del built
     n = len(passages)
+    enc.split({p.text for p in passages})
     sent_texts = {p.text[s - p.start : e - p.start] for p in passages for s, e in p.sentences}
-    enc: TimedEncoder = state["encoder"]
-    splitting = timers["load"] + timers["split"] + timers["sentence_table"]
-    encoding = timers["encode_cached"]
-    bm25 = timers["bm25_tokenize"] + timers["bm25_build"]
+    encoder_load += timers["encoder"]  # ~0: the encoder was given
+    splitting = timers["load"] + timers["split"] + timers["sentences"]
+    encoding = timers["encode"]
+    bm25 = timers["tokenize"] + timers["bm25"]
     tokens = None
     if not args.get("synthetic"):
         from tokenizers import Tokenizer
@@ -264,27 +236,28 @@ def task_build(args: dict) -> dict:
             "splitting": splitting,
             "load": timers["load"],
             "split": timers["split"],
-            "sentence_table": timers["sentence_table"],
-            "encoder_load": timers["encoder_load"],
+            "sentence_table": timers["sentences"],
+            "encoder_load": encoder_load,
             "encoding": encoding,
             "encode_passages": enc.t["passages"],
             "encode_sentences": enc.t["sentences"],
             "faiss": timers["faiss"],
             "bm25": bm25,
-            "bm25_tokenize": timers["bm25_tokenize"],
-            "bm25_build": timers["bm25_build"],
+            "bm25_tokenize": timers["tokenize"],
+            "bm25_build": timers["bm25"],
             "write": timers["write"],
-            "cache_compact": timers["cache_compact"],
-            "synthetic_pool": timers.get("synthetic_pool", 0.0),
+            "cache_compact": timers["cache"],
+            "synthetic_pool": synthetic_pool,
             "other": total - splitting - encoding - timers["faiss"] - bm25 - timers["write"]
-            - timers["cache_compact"] - timers["encoder_load"],
+            - timers["cache"] - encoder_load,
         },
+        "stages": timers,  # every stage build_index reported ("list", "prepare", "cleanup" are in "other")
         "encoded": dict(enc.n),
         "encode_cpu_seconds": enc.cpu,
         "cpu_seconds": cpu,
         "rate": {
             "overall": n / total,
-            "overall_excluding_encoding": n / max(1e-9, total - encoding - timers["encoder_load"]),
+            "overall_excluding_encoding": n / max(1e-9, total - encoding - encoder_load),
             "splitting": n / max(1e-9, splitting),
             "encoding": n / max(1e-9, encoding),
             "encode_passage_texts": enc.n["passages"] / max(1e-9, enc.t["passages"]),
@@ -526,8 +499,8 @@ def task_precision(args: dict) -> dict:
     from qa.embed import cpu_count, load_encoder
 
     settings = settings_of(args)
-    gen = qi._current_generation(Path(settings.index))
     idx = qi.load_index(settings, verify=False)
+    gen = idx.folder
     passages = idx.passages
     texts = [p.text for p in passages]
     index_is_fp32 = idx.manifest["model"].get("precision") == "fp32"
