@@ -136,7 +136,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     print(render_tables(results))
     if out is not None:
         write_outputs(out, results, outcomes, runs)
-        print(f"\nwrote {out}/ (report.md, results.json, per_question.csv, chart.png)", file=sys.stderr)
+        print(f"\nwrote {out}/ (report.md, results.json, per_question.csv, chart.png, reliability.png)", file=sys.stderr)
     return 0
 
 
@@ -762,7 +762,7 @@ def report_markdown(results: dict) -> str:
     for title, header, rows in tables(results):
         lines += [f"## {title}", "", markdown_table(header, rows), ""]
     lines += [
-        "![Recall@k and answer metrics by mode](chart.png)",
+        "![Recall@k and answer metrics by mode](chart.png) ![Reliability of the confidence](reliability.png)",
         "",
         "## How to read it",
         "",
@@ -770,10 +770,13 @@ def report_markdown(results: dict) -> str:
         "With qrels (BEIR) a unit is a document; otherwise every passage that comes from the gold "
         "document (and overlaps the gold paragraph, for SQuAD) and contains an accepted answer is one "
         "shared relevant unit, so several chunks of it count once. Unanswerable questions are left out.",
-        "- Accuracy: the top answer's text contains an accepted answer (SQuAD-normalised); span EM and F1 "
-        "score the short span, or the answer sentence when there is none; citation: the cited passage "
+        "- Sentence accuracy: the top answer's sentence covers a gold answer's position when the data "
+        "gives positions (SQuAD's answer_start), else contains an accepted answer (SQuAD-normalised); span EM "
+        "and F1 score the short span, or the answer sentence when there is none; citation: the cited passage "
         "contains the answer and comes from the gold document. These are over answerable questions; an "
         "abstention scores 0.",
+        f"- ECE: expected calibration error of the top answer's confidence (10 bins) against whether its span "
+        f"is right (token F1 >= {RIGHT_F1}), over every question, shown or not; reliability.png draws it.",
         "- Abstention precision/recall/F1 treat abstaining as the positive class and unanswerable "
         "questions as its truth; answered is the share of all questions answered; words is the mean "
         "length of the answers given.",
