@@ -60,7 +60,8 @@ def reader_candidates(reader: Reader, calibration: Calibration, question: str, h
         p = hits[s.item].passage
         key = (p.doc, p.start + s.start, p.start + s.end)  # overlapping passages hold the same text
         if key not in out or out[key].rank_logit < z:
-            out[key] = Candidate(s.item, key[1], key[2], f, float(z), calibration.probability(float(z)))
+            prob = calibration.probability(float(z), lacks=lacks[s.item])
+            out[key] = Candidate(s.item, key[1], key[2], f, float(z), prob)
     ranked = sorted(out.values(), key=lambda c: (-c.rank_logit, c.hit, c.start))
     return ranked, ms
 

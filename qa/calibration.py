@@ -59,9 +59,13 @@ class Calibration:
         w = np.asarray(self.ranker, dtype=np.float64)
         return features @ w[:-1] + w[-1]
 
-    def probability(self, rank_logit: float) -> float:
+    def probability(self, rank_logit: float, *, lacks: bool = False) -> float:
+        """P(right) of a best candidate. ``lacks``: its passage lacks a name, code or number the
+        question asks about ("China" in "How many drones has China bought?"): such an answer is
+        never confident, whatever the fitting data says on average — at most "low"."""
         a, b = self.platt
-        return float(_sigmoid(a * rank_logit + b))
+        p = float(_sigmoid(a * rank_logit + b))
+        return min(p, self.medium - 0.01) if lacks else p
 
     def label(self, p: float) -> str:
         return "high" if p >= self.high else "medium" if p >= self.medium else "low"
