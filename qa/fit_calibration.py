@@ -88,7 +88,13 @@ def fit(rows: list[tuple[np.ndarray, np.ndarray, bool]], reader: str, model: str
         logits = cal.rank_logits(feats)
         best = int(np.argmax(logits))
         tops.append((float(logits[best]), bool(right[best]), simulated, bool(feats[best, MISSING])))
-    a, b = fit_platt(np.array([t[0] for t in tops if not t[2]]), np.array([t[1] for t in tops if not t[2]]))
+    # Platt on the answerable questions' best candidates (the share right among shown answers is
+    # what the confidence claims); a small set whose best candidates are all right (or all wrong)
+    # takes the simulated unanswerable ones too, else nothing can be fitted.
+    platt_on = [t for t in tops if not t[2]]
+    if len({t[1] for t in platt_on}) < 2:
+        platt_on = tops
+    a, b = fit_platt(np.array([t[0] for t in platt_on]), np.array([t[1] for t in platt_on]))
     cal.platt = (a, b)
     probs = [cal.probability(t[0], lacks=t[3]) for t in tops]
     cal.threshold = choose_threshold(probs, [t[1] for t in tops], [t[2] for t in tops])

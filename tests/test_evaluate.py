@@ -327,8 +327,8 @@ def test_reader_calibration_is_saved_with_the_index_and_used_by_ask(tiny, tmp_pa
 
     index = tmp_path / "index"
     shutil.copytree(tiny.index, index)
-    code, stdout, _ = run_eval_cli(capsys, tiny.questions, "--corpus", tiny.corpus, "--index", index, "--calibrate")
-    assert code == 0 and "calibration.json" in stdout and "with their answer left out" in stdout
+    code, stdout, err = run_eval_cli(capsys, tiny.questions, "--corpus", tiny.corpus, "--index", index, "--calibrate")
+    assert code == 0 and "calibration.json" in stdout and "with their answer left out" in stdout, err
     cal = load_calibration(index / "calibration.json")
     assert cal.reader == expected_sha256(DEFAULT_DIR)
     engine = open_engine(Settings(corpus=tiny.corpus, index=index), build=False, progress=False)
