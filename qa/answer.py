@@ -77,16 +77,17 @@ def reader_answers(reader: Reader, calibration: Calibration, question: str, hits
             break
         p = hits[cand.hit].passage
         norm = normalize_answer(p.text[cand.start - p.start : cand.end - p.start])
-        if not norm or norm in seen or any(_overlaps(a, p, cand) for a in answers):
+        if not norm or norm in seen or any(_same_sentence(a, p, cand) for a in answers):
             continue
         seen.add(norm)
         answers.append(to_answer(cand, p, calibration))
     return answers, {"reader": round(ms, 3)}
 
 
-def _overlaps(answer: Answer, p: Passage, cand: Candidate) -> bool:
-    return answer.span_start is not None and cand.start < answer.span_end and cand.end > answer.span_start and \
-        answer.doc == p.doc
+def _same_sentence(answer: Answer, p: Passage, cand: Candidate) -> bool:
+    """Whether the candidate stands in the sentences of an answer already given: a second span
+    of the same sentence is not a second answer."""
+    return answer.doc == p.doc and cand.start < answer.end and cand.end > answer.start
 
 
 def answer_sentences(p: Passage, start: int, end: int) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,21 +122,27 @@ def specific_terms(question: str) -> list[str]:
 
 
 def missing_terms(terms: list[str], text: str) -> list[str]:
-    """The terms ``text`` does not mention. A word counts as mentioned by any word sharing its
-    stem (its first letters, all but two, at least four): "Iran" by "Iranian", "China" by "Chinese"."""
+    """The terms ``text`` does not mention. A word counts as mentioned by a word of the same stem:
+    the two share their first letters, at least four and all but two of the shorter word's
+    ("Iran" and "Iranian", "China" and "Chinese", "Russia" and "Russian"). Codes and numbers
+    must appear as they are."""
     lower = text.lower()
     words = set(re.findall(r"[\w-]+", lower))
     out = []
     for term in terms:
         t = term.lower()
-        if any(c.isdigit() for c in t) or len(t) <= 4:
+        if any(c.isdigit() for c in t) or len(t) < 4:
             found = re.search(rf"(?<![\w]){re.escape(t)}(?![\d])", lower) is not None
         else:
-            stem = t[: max(4, len(t) - 2)]
-            found = any(w.startswith(stem) for w in words)
+            found = any(_same_stem(t, w) for w in words)
         if not found:
             out.append(term)
     return out
+
+
+def _same_stem(a: str, b: str) -> bool:
+    shared = len(os.path.commonprefix([a, b]))
+    return shared >= 4 and shared >= min(len(a), len(b)) - 2
 
 
 def candidate_features(scores: np.ndarray, nulls: np.ndarray, ranks: np.ndarray, missing: np.ndarray) -> np.ndarray:

@@ -99,7 +99,7 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
     if settings.answerer == "reader":
         if engine.reader is None or engine.calibration is None:
             raise QAError("this engine was opened without a reader (open it with answerer='reader')")
-        answers, timings = reader_answers(engine.reader, engine.calibration, question, hits[: settings.read],
+        answers, timings = reader_answers(engine.reader, engine.calibration, query, hits[: settings.read],
                                           threshold=threshold(engine, settings), max_answers=settings.max_answers)
     else:
         from qa.heuristic import extract

@@ -177,6 +177,7 @@ def test_specific_and_missing_terms():
     text = "Since 2022, Russia purchased 1,700 drones from Iranian makers; the Su-57 was not offered."
     assert missing_terms(specific_terms(q), text) == ["China", "2019"]
     assert missing_terms(["China"], "Chinese buyers") == []  # same stem
+    assert missing_terms(["Iranian", "Russia", "Moscow"], "Iran ships drones to the Russian port") == ["Moscow"]
 
 
 # ---------------------------------------------------------------- calibration

@@ -224,7 +224,7 @@ def test_api_applies_request_settings_and_reports_errors(server):
     c = client(server)
     got = c.predict(question=SEA, mode="bm25", k=2, threshold=0.0, api_name="/ask")
     assert got["mode"] == "bm25" and len(got["citations"]) == 2
-    assert got["answers"][0]["span"] == "Caspian Sea"
+    assert "Caspian Sea" in got["answers"][0]["span"]
     assert c.predict(question=SEA, threshold=1.0, api_name="/ask")["answers"] == []
     with pytest.raises(AppError, match="empty"):
         c.predict(question="   ", api_name="/ask")
