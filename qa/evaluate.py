@@ -143,24 +143,23 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 # ---------------------------------------------------------------- inputs
 
 
-def parse_modes(text: str) -> list[str]:
-    """The modes named in a comma-separated list, in the standard order; QAError for unknown ones."""
+def parse_names(text: str, known: tuple[str, ...], what: str) -> list[str]:
+    """The names in a comma-separated list, in ``known``'s order; QAError for an unknown one."""
     names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in EVAL_MODES]
+    unknown = [m for m in names if m not in known]
     if unknown or not names:
-        raise QAError(f"unknown mode '{unknown[0] if unknown else text}': expected some of {', '.join(EVAL_MODES)}")
-    return [m for m in EVAL_MODES if m in names]
+        raise QAError(f"unknown {what} '{unknown[0] if unknown else text}': expected some of {', '.join(known)}")
+    return [m for m in known if m in names]
+
+
+def parse_modes(text: str) -> list[str]:
+    return parse_names(text, EVAL_MODES, "mode")
 
 
 def parse_answerers(text: str) -> list[str]:
-    """The answerers named in a comma-separated list; QAError for unknown ones."""
     from qa.config import ANSWERERS
 
-    names = [a.strip() for a in text.split(",") if a.strip()]
-    unknown = [a for a in names if a not in ANSWERERS]
-    if unknown or not names:
-        raise QAError(f"unknown answerer '{unknown[0] if unknown else text}': expected some of {', '.join(ANSWERERS)}")
-    return [a for a in ANSWERERS if a in names]
+    return parse_names(text, ANSWERERS, "answerer")
 
 
 def normal_runs(runs: list, settings: Settings) -> list[tuple[str, str]]:

@@ -45,7 +45,7 @@ import numpy as np
 
 from qa.bm25 import BM25, build_bm25, load_bm25, save_bm25
 from qa.config import Settings
-from qa.load import corpus_files, doc_id, file_hash, load_document
+from qa.load import corpus_files, doc_id, file_hash, file_sha256, load_document
 from qa.split import split_document
 from qa.terms import tokenize
 from qa.datatypes import Passage, QAError
@@ -499,7 +499,7 @@ def _reusable(folder: Path, signature: dict, rebuild: bool) -> tuple[dict | None
         if manifest is None or manifest.get("signature") != signature:
             return None, {}
         gen = _current_generation(folder)
-        if _file_digest(gen / "passages.json") != manifest["files"]["passages.json"]:
+        if file_sha256(gen / "passages.json") != manifest["files"]["passages.json"]:
             return None, {}  # damaged: never carry its passages into a new generation
         by_doc: dict[str, list[Passage]] = {}
         for p in _read_passages(gen):
@@ -709,20 +709,12 @@ def _write_generation(folder: Path, manifest: dict, passages: list[Passage], den
     except OSError as e:
         vocab = folder / "bm25_vocab.json"
         raise IndexWriteError(vocab if vocab.exists() else folder / "bm25.npz", e) from e
-    manifest["files"] = {f.name: _file_digest(f) for f in sorted(folder.iterdir())}
+    manifest["files"] = {f.name: file_sha256(f) for f in sorted(folder.iterdir())}
     with _writing(folder / "manifest.json"):
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     for f in folder.iterdir():
         with _writing(f), open(f, "rb") as fh:
             os.fsync(fh.fileno())
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -853,7 +845,7 @@ def _load_generation(folder: Path, gen: Path, manifest: dict, settings: Settings
     if verify:
         for name in GENERATION_FILES:
             try:
-                digest = _file_digest(gen / name)
+                digest = file_sha256(gen / name)
             except FileNotFoundError:
                 raise _damaged(folder, f"{name} is missing") from None
             except OSError as e:

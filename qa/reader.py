@@ -10,7 +10,6 @@ applied to another.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 
 from qa.reader_windows import SpanScore, Window, WindowMaker, batch_arrays, best_spans
 from qa.datatypes import QAError
+from qa.load import file_sha256
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "models" / "reader"
 MODEL_FILE = "reader.onnx"
@@ -52,14 +52,6 @@ class Reader:
         start, end = self.logits(windows)
         ms = (time.perf_counter() - t) * 1000
         return best_spans(windows, start, end, per_window=per_window), ms
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def expected_sha256(folder: Path, name: str = MODEL_FILE) -> str | None:
