@@ -135,7 +135,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         questions = [check_question(" ".join(args.question))]
     else:
         questions = None
-    engine = open_engine(settings, progress=not args.quiet)
+    engine = open_engine(settings, progress=not args.quiet, build=not args.no_build)
     color = sys.stdout.isatty() and not args.json
     status = EXIT_OK
     for question in questions if questions is not None else (line.rstrip("\n") for line in sys.stdin):
@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="*", default=None, help="the question (omit to read questions from stdin)")
     add_settings_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object per question")
+    p.add_argument("--no-build", action="store_true",
+                   help="answer from the existing index as it is, even when the corpus changed (says so)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar when building the index")
     p.set_defaults(func=cmd_ask)
 

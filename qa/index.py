@@ -52,6 +52,7 @@ from qa.datatypes import Passage, QAError
 
 FORMAT_VERSION = 2  # 2: float16 FAISS storage
 CURRENT = "CURRENT"
+ENCODE_RATE = 70  # texts/s, for the warning before a long build (about 70-80 on a 2-core AMD EPYC, fp32)
 CACHE_SHARD = 512  # texts encoded between two cache writes
 READ_ATTEMPTS = 5  # a reader re-reads CURRENT this often when builds replace the generation under it
 GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", "passages.json", "sentence_table.npz",
@@ -344,6 +345,16 @@ def _manifest_problem(m) -> str | None:
 # ---------------------------------------------------------------- building
 
 
+def open_existing(settings: Settings, *, log: Log = stderr_log) -> Index:
+    """Load the index as it is, without building: a stale one with a warning line saying why."""
+    if read_manifest(Path(settings.index)) is None:
+        raise QAError(f"no index in {settings.index} yet: build it first with `qa index`")
+    reason = staleness(settings)
+    if reason:
+        log(f"warning: the index is stale ({reason}); answering from it as it is (`qa index` updates it)")
+    return load_index(settings)
+
+
 def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = True) -> Index:
     """Load the index, building or updating it first when it is missing or stale.
 
@@ -562,6 +573,10 @@ def _encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, 
         if duplicates or cached:
             counts.append(f"{cached} from cache")
         log(f"index: encoding {len(missing)} texts" + (f" ({', '.join(counts)})" if counts else ""))
+        minutes = len(missing) / ENCODE_RATE / 60
+        if minutes >= 2:
+            log(f"index: this will take about {minutes:.0f} minutes; an interrupted build resumes where it "
+                "stopped, and `qa ask --no-build` answers from the existing index meanwhile")
         bar = _progress(len(missing), progress)
         try:
             for at in range(0, len(missing), CACHE_SHARD):

@@ -9,7 +9,7 @@ from pathlib import Path
 from qa.answer import NOT_FOUND, citation, reader_answers
 from qa.calibration import Calibration, calibration_for
 from qa.config import MAX_QUESTION_CHARS, Settings
-from qa.index import Index, ensure_index, load_index, stderr_log
+from qa.index import Index, ensure_index, open_existing, stderr_log
 from qa.reader import Reader, load_reader
 from qa.retrieve import contextualize, retrieve
 from qa.datatypes import QAError, Result
@@ -28,10 +28,11 @@ class Engine:
 
 def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progress: bool = True,
                 encoder=None, reader: Reader | None = None, fitting: bool = False) -> Engine:
-    """Load the index (building it first if missing or stale, unless ``build`` is False), the
+    """Load the index (building it first if missing or stale; with ``build`` False, as it is,
+    with a warning when stale), the
     encoder and the reader. Pass ``encoder`` or ``reader`` (e.g. the previous engine's) to reuse them.
     ``fitting``: a calibration is about to be fitted, so a reader without one is no error."""
-    index = ensure_index(settings, log=log, progress=progress) if build else load_index(settings)
+    index = ensure_index(settings, log=log, progress=progress) if build else open_existing(settings, log=log)
     engine = Engine(settings, index, encoder or query_encoder(settings))
     if settings.answerer == "reader":
         engine.reader = reader or load_reader(settings.reader or None, settings.model_path)

@@ -342,3 +342,25 @@ def test_bad_options(idx, fast, capsys, args, needle):
     rc, out, err = run_main(["ask", *args, *where(idx), DRONES_QUESTION], capsys)
     assert out == ""
     assert_one_line_error(rc, err, needle)
+
+
+def test_ask_no_build_answers_from_a_stale_index_and_says_so(idx, fast, capsys):
+    gen = live_generation(idx.index)
+    (Path(idx.corpus) / "new.txt").write_text("Zorvath-9 radars were delivered to Kazan in 2031.\n")
+    rc, out, err = run_main(["ask", "--no-build", "--json", "-q", *where(idx), DRONES_QUESTION], capsys)
+    assert rc == 0, err
+    assert err.splitlines() == ["warning: the index is stale (corpus changed (1 added, 0 changed, 0 removed)); "
+                                "answering from it as it is (`qa index` updates it)"]
+    assert "1,700" in json.loads(out)["answers"][0]["span"]
+    assert live_generation(idx.index) == gen  # nothing was built
+
+
+def test_ask_no_build_without_an_index_is_one_line(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Some text.\n")
+    rc, out, err = run_main(["ask", "--no-build", "--corpus", str(corpus), "--index", str(tmp_path / "index"),
+                             "What?"], capsys)
+    assert rc == 2 and out == ""
+    assert err == f"error: no index in {tmp_path / 'index'} yet: build it first with `qa index`\n"
+    assert not (tmp_path / "index").exists()
