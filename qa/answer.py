@@ -18,7 +18,7 @@ import numpy as np
 from qa.calibration import Calibration, candidate_features, missing_terms, specific_terms
 from qa.index import Index
 from qa.metrics import normalize_answer
-from qa.reader import Reader
+from qa.reader import SpanReader
 from qa.datatypes import Answer, Citation, Hit, Passage
 
 ANSWERERS = ("reader", "heuristic")
@@ -43,7 +43,7 @@ def citation(n: int, hit: Hit, index: Index) -> Citation:
                     start=p.start, end=p.end, line=p.line, text=p.text)
 
 
-def reader_candidates(reader: Reader, calibration: Calibration, question: str, hits: list[Hit]
+def reader_candidates(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit]
                       ) -> tuple[list[Candidate], float]:
     """Every span the reader proposes in ``hits``, best first by the calibrated ranker,
     one per stretch of document text; and the reader's milliseconds."""
@@ -66,7 +66,7 @@ def reader_candidates(reader: Reader, calibration: Calibration, question: str, h
     return ranked, ms
 
 
-def reader_answers(reader: Reader, calibration: Calibration, question: str, hits: list[Hit], *,
+def reader_answers(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit], *,
                    threshold: float, max_answers: int) -> tuple[list[Answer], dict[str, float]]:
     """Distinct answers (best first, empty when abstaining) and the reader's timings."""
     ranked, ms = reader_candidates(reader, calibration, question, hits)

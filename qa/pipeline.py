@@ -96,11 +96,11 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
     found = retrieve(engine.index, engine.encoder, query, settings.replace(k=max(settings.k, min(depth, normal))))
     t1 = time.perf_counter()
     hits = found.hits[: settings.k]
-    timings = {}
+    step_ms: dict[str, float] = {}
     if settings.answerer == "reader":
         if engine.reader is None or engine.calibration is None:
             raise QAError("this engine was opened without a reader (open it with answerer='reader')")
-        answers, timings = reader_answers(engine.reader, engine.calibration, query, hits[: settings.read],
+        answers, step_ms = reader_answers(engine.reader, engine.calibration, query, hits[: settings.read],
                                           threshold=threshold(engine, settings), max_answers=settings.max_answers)
     else:
         from qa.heuristic import extract
@@ -108,7 +108,8 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         qvec = found.query_vector
         if qvec is None:
             qvec = engine.encoder.encode([query])[0]
-        answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=threshold(engine, settings)))
+        answers = extract(question, query, hits, engine.index, qvec,
+                          settings.replace(threshold=threshold(engine, settings)))
     citations = [citation(n, hit, engine.index) for n, hit in enumerate(hits, start=1)]
     t2 = time.perf_counter()
     ranked = found.hits
@@ -119,7 +120,7 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         "answer": round((t2 - t1) * 1000, 3),
         "total": round((t2 - t0) * 1000, 3),
         **{f"retrieve_{k}": round(v, 3) for k, v in found.timings_ms.items()},
-        **timings,
+        **step_ms,
     }
     return Result(
         question=question,
