@@ -13,6 +13,7 @@ Nothing here writes into the project's own ``corpus/`` or ``index/`` folders.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from qa.config import Settings  # noqa: E402
-from qa.datatypes import Document  # noqa: E402
+from qa.datatypes import Document, QAError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
@@ -144,3 +145,23 @@ def make_pdf(path: Path, pages: list[list[str]], title: str | None = None) -> Pa
     with open(path, "wb") as f:
         writer.write(f)
     return path
+
+
+class HashEncoder:
+    """Deterministic unit vectors from a hash of the text: the build path without a model."""
+
+    name, dim, backend, precision = "hash-encoder", 8, "fake", "fp32"
+
+    def encode(self, texts, batch_size: int = 32, **kwargs) -> np.ndarray:
+        rows = [np.random.default_rng(int(hashlib.sha1(t.encode("utf-8")).hexdigest()[:8], 16)).standard_normal(8)
+                for t in texts]
+        out = np.asarray(rows, dtype=np.float32).reshape(len(texts), 8)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def one_line_qaerror(fn, *args, **kw) -> str:
+    with __import__("pytest").raises(QAError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert msg and "\n" not in msg
+    return msg

@@ -30,18 +30,6 @@ CITATION_KEYS = {"n", "doc", "title", "passage", "start", "end", "line", "text"}
 JET_QUESTION = "Which aircraft did Iran buy from Russia?"
 
 
-@pytest.fixture
-def idx(tmp_path_factory, tmp_path):
-    return clone(tmp_path_factory, tmp_path)
-
-
-@pytest.fixture
-def fast(monkeypatch):
-    """In-process runs reuse the already loaded encoder instead of loading it again."""
-    monkeypatch.setattr(qa.pipeline, "query_encoder", lambda settings: real_encoder())
-    monkeypatch.setattr(qa.index, "_indexing_encoder", lambda settings: real_encoder())
-
-
 def where(settings) -> list[str]:
     return ["--corpus", str(settings.corpus), "--index", str(settings.index)]
 

@@ -23,6 +23,8 @@ import pytest
 import qa.index
 import qa.pipeline
 from helpers_core import (
+    HashEncoder,
+    one_line_qaerror,
     DOC_A,
     DRONES_QUESTION,
     CountingEncoder,
@@ -40,31 +42,6 @@ from qa.datatypes import QAError
 
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
 CHANGED = "corpus changed (0 added, 1 changed, 0 removed)"
-
-
-@pytest.fixture
-def idx(tmp_path_factory, tmp_path):
-    """A private copy of the built 2-document index (with its embedding cache)."""
-    return clone(tmp_path_factory, tmp_path)
-
-
-@pytest.fixture
-def fast(monkeypatch):
-    """CLI runs in-process reuse the already loaded encoder."""
-    monkeypatch.setattr(qa.pipeline, "query_encoder", lambda settings: real_encoder())
-    monkeypatch.setattr(qa.index, "_indexing_encoder", lambda settings: real_encoder())
-
-
-class HashEncoder:
-    """Deterministic unit vectors from a hash of the text: the build path without a model."""
-
-    name, dim, backend, precision = "hash-encoder", 8, "fake", "fp32"
-
-    def encode(self, texts, batch_size: int = 32, **kwargs) -> np.ndarray:
-        rows = [np.random.default_rng(int(hashlib.sha1(t.encode("utf-8")).hexdigest()[:8], 16)).standard_normal(8)
-                for t in texts]
-        out = np.asarray(rows, dtype=np.float32).reshape(len(texts), 8)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 class Log(list):
@@ -88,14 +65,6 @@ def small_corpus(root: Path, docs: dict[str, str]) -> Settings:
     for name, text in docs.items():
         (Path(settings.corpus) / name).write_text(text, encoding="utf-8")
     return settings
-
-
-def one_line_qaerror(fn, *args, **kw) -> str:
-    with pytest.raises(QAError) as e:
-        fn(*args, **kw)
-    msg = str(e.value)
-    assert msg and "\n" not in msg
-    return msg
 
 
 def damaged(settings, what: str) -> str:

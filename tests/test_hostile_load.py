@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import qa.load
-from helpers_core import make_pdf
+from helpers_core import HashEncoder, make_pdf
 from qa.config import Settings
 from qa.load import corpus_files, fingerprint, load_corpus, load_document
 from qa.datatypes import QAError
@@ -186,18 +186,6 @@ def test_unreadable_folder_is_skipped_with_one_warning(tmp_path, monkeypatch):
     ids, warnings = _listing(root)
     assert ids == ["good.txt"]
     assert warnings == ["skipped folder private: cannot be read (Permission denied)"]
-
-
-class HashEncoder:
-    """Deterministic unit vectors from a hash of the text: the build path without a model."""
-
-    name, dim, backend, precision = "hash-encoder", 8, "fake", "fp32"
-
-    def encode(self, texts, batch_size: int = 32, **kwargs) -> np.ndarray:
-        rows = [np.random.default_rng(int(hashlib.sha1(t.encode("utf-8")).hexdigest()[:8], 16)).standard_normal(8)
-                for t in texts]
-        out = np.asarray(rows, dtype=np.float32).reshape(len(texts), 8)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def test_qa_index_over_a_hostile_folder_indexes_the_rest_and_stays_up_to_date(tmp_path, monkeypatch, capsys):

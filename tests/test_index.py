@@ -11,6 +11,7 @@ import pytest
 
 import qa.index
 from helpers_core import (
+    one_line_qaerror,
     DOC_A,
     DOC_B,
     DRONES_QUESTION,
@@ -29,12 +30,6 @@ from qa.split import split_document
 from qa.datatypes import QAError
 
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
-
-
-@pytest.fixture
-def idx(tmp_path_factory, tmp_path):
-    """A private copy of the built 2-document index (with its embedding cache)."""
-    return clone(tmp_path_factory, tmp_path)
 
 
 class Log(list):
@@ -62,14 +57,6 @@ def all_texts(index) -> set[str]:
 
 def top_passage(index, settings) -> str:
     return retrieve(index, real_encoder(), DRONES_QUESTION, settings).hits[0].passage.text
-
-
-def one_line_qaerror(fn, *args, **kw) -> str:
-    with pytest.raises(QAError) as e:
-        fn(*args, **kw)
-    msg = str(e.value)
-    assert msg and "\n" not in msg
-    return msg
 
 
 def append_sentence(settings, name=DOC_A, sentence=NEW_SENTENCE):
