@@ -44,7 +44,7 @@ from fastapi import FastAPI  # noqa: E402
 from starlette.datastructures import Headers  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 
-from qa.cli import OneLineParser, add_settings_arguments, settings_from  # noqa: E402
+from qa.options import OneLineParser, add_settings_arguments, settings_from  # noqa: E402
 from qa.config import MAX_QUESTION_CHARS, MODES, Settings  # noqa: E402
 from qa.index import documents_summary, stderr_log  # noqa: E402
 from qa.load import SUFFIXES, file_hash, fingerprint, load_document  # noqa: E402
