@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qa.embed import cpu_name  # noqa: E402
 from qa.load import load_document  # noqa: E402
 
 SIZES = [1 << 10, 10 << 10, 100 << 10, 1 << 20, 10 << 20]
@@ -34,13 +35,6 @@ KINDS = {
     "html (nested divs)": ("html", lambda n: "<div>" * (n // 10) + SENTENCE + "</div>" * (n // 10)),
     "html (unclosed tags)": ("html", lambda n: SENTENCE + repeat_to("<a <a ", n)),
 }
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> int:

@@ -25,15 +25,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from qa.config import Settings  # noqa: E402
+from qa.embed import cpu_name  # noqa: E402
 from qa.metrics import percentile  # noqa: E402
 from qa.pipeline import ask, open_engine  # noqa: E402
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def cpu_units() -> str:

@@ -21,7 +21,6 @@ from qa.metrics import normalize_answer
 from qa.reader import SpanReader
 from qa.datatypes import Answer, Citation, Hit, Passage
 
-ANSWERERS = ("reader", "heuristic")
 NOT_FOUND = "The documents do not answer this question. The nearest passages are listed below."
 
 

@@ -39,6 +39,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("QA_CACHE", Path.home() / ".cache" / "qa"))
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), to name beside every measured figure."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def cpu_count() -> int:
     """Cores this process may run on."""
     try:

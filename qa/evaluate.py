@@ -41,7 +41,6 @@ DEPTH = 20  # distinct units ranked per question
 RECALL_KS = (1, 5, 10, 20)
 RANK_K = 10  # cut-off of MRR and nDCG
 EVAL_HOME = Path(".qa-eval")  # benchmarks' corpora and indexes, under the current directory
-CORPUS_MARK = ".qa-eval-corpus"  # marks a corpus folder written by qa eval (safe to overwrite)
 
 
 @dataclass
@@ -242,13 +241,13 @@ def _claim_corpus(corpus: Path) -> None:
     where no folder can be made. Creates nothing: the loader creates the folder (and its
     mark file) only once the whole benchmark file has been read, so a refused file leaves
     nothing behind."""
-    from qa.datasets import CORPUS_MARK as mark_name
+    from qa.datasets import CORPUS_MARK
 
     try:
         if corpus.exists() and not corpus.is_dir():
             raise QAError(f"corpus for the benchmark is not a folder: {corpus}")
         if corpus.is_dir():
-            if not (corpus / mark_name).exists() and any(corpus.iterdir()):
+            if not (corpus / CORPUS_MARK).exists() and any(corpus.iterdir()):
                 raise QAError(f"{corpus} already holds other files: give --corpus a new or empty folder "
                               "for the benchmark")
             writable = corpus

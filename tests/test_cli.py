@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import qa.index
-import qa.pipeline
-from helpers_core import DOC_A, DOC_B, DRONES_QUESTION, clone, line_of, live_generation, real_encoder
+from helpers_core import DOC_B, DRONES_QUESTION, line_of, live_generation
 from qa.cli import main
 from qa.index import staleness
 from qa.load import load_corpus

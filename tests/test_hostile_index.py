@@ -23,14 +23,13 @@ import pytest
 import qa.index
 import qa.pipeline
 from helpers_core import (
-    HashEncoder,
-    one_line_qaerror,
     DOC_A,
     DRONES_QUESTION,
     CountingEncoder,
     EncoderCrash,
-    clone,
+    HashEncoder,
     live_generation,
+    one_line_qaerror,
     real_encoder,
     settings_for,
 )

@@ -14,7 +14,6 @@ import pathlib
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import qa.load

@@ -11,23 +11,20 @@ import pytest
 
 import qa.index
 from helpers_core import (
-    one_line_qaerror,
     DOC_A,
     DOC_B,
     DRONES_QUESTION,
     CountingEncoder,
     EncoderCrash,
-    clone,
-    copy_corpus,
     live_generation,
     real_encoder,
+    one_line_qaerror,
     settings_for,
 )
 from qa.index import build_index, load_index, read_manifest, staleness
 from qa.load import load_corpus
 from qa.retrieve import retrieve
 from qa.split import split_document
-from qa.datatypes import QAError
 
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
 

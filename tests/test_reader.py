@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers_core import DOC_A, ROOT
+from helpers_core import DOC_A
 from qa.answer import answer_sentences, reader_answers
 from qa.calibration import (Calibration, calibration_for, candidate_features, fit_logistic, fit_platt,
                             load_calibration, missing_terms, reliability, specific_terms)

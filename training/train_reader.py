@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
@@ -35,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qa.config import resolve_model  # noqa: E402
+from qa.embed import cpu_name  # noqa: E402
 from qa.metrics import exact_match, token_f1  # noqa: E402
 from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, token_span  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
@@ -42,16 +42,6 @@ from qa.terms import tokenize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "benchmarks" / "squad-v1.1-dev" / "dev-v1.1.json"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def cpu_has_bf16() -> bool:
