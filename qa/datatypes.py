@@ -85,6 +85,36 @@ class Answer:
 
 
 @dataclass
+class Understanding:
+    """How a question was read in its conversation: the query searched, and whether it was
+    taken as a follow-up of the previous question (and why, in plain words)."""
+
+    query: str  # what was searched: the question itself, or with the previous question beside it
+    followup: bool
+    why: str = ""  # empty when there was no earlier question
+
+
+@dataclass
+class Abstention:
+    """Why no answer was given, in plain words, and the nearest passage offered instead."""
+
+    reason: str  # "unmentioned": the question names something no document mentions; "weak": best match too weak
+    text: str  # the explanation, one sentence
+    missing: list[str] = field(default_factory=list)  # the names no document mentions
+    best: float | None = None  # the best candidate's confidence, when one was found
+    threshold: float | None = None  # the confidence an answer needs
+    nearest: int | None = None  # Citation.n of the nearest passage
+
+
+@dataclass
+class Disagreement:
+    """Answers from different documents that give different numbers, dates or names."""
+
+    kind: str  # "number", "date" or "name"
+    answers: list[Answer]  # one per document, the top answer first; each cites its passage
+
+
+@dataclass
 class Result:
     """Everything the system says in reply to one question."""
 
@@ -95,6 +125,9 @@ class Result:
     timings_ms: dict[str, float]
     message: str = ""  # e.g. the abstention message
     hits: list[Hit] = field(default_factory=list)  # the ranked hits, when asked for (``ask(depth=…)``)
+    understood: Understanding | None = None  # how the question was read in its conversation
+    abstention: Abstention | None = None  # why it abstained, when it did
+    disagreement: Disagreement | None = None  # when the answers' documents disagree
 
     @property
     def abstained(self) -> bool:

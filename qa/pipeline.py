@@ -11,7 +11,8 @@ from qa.calibration import Calibration, calibration_for
 from qa.config import MAX_QUESTION_CHARS, Settings
 from qa.index import Index, ensure_index, open_existing, stderr_log
 from qa.reader import Reader, load_reader
-from qa.retrieve import contextualize, retrieve
+from qa.followup import understand
+from qa.retrieve import retrieve
 from qa.datatypes import QAError, Result
 
 
@@ -83,7 +84,9 @@ def threshold(engine: Engine, settings: Settings) -> float:
 
 def ask(engine: Engine, question: str, *, history: list[str] | None = None, settings: Settings | None = None,
         depth: int = 0) -> Result:
-    """Answer one question; ``history`` holds earlier questions of the conversation, oldest first.
+    """Answer one question; ``history`` holds earlier questions of the conversation, oldest first
+    (each as it was searched, ``Result.understood.query``, so a chain of follow-ups keeps its topic).
+    Whether the question is a follow-up is decided by :func:`qa.followup.understand`.
 
     ``depth`` > k also returns that many ranked hits in ``Result.hits`` (for ``qa eval``),
     without changing the answer: the answer always comes from the normal top-k retrieval.
@@ -91,9 +94,10 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
     settings = settings or engine.settings
     question = check_question(question)
     t0 = time.perf_counter()
-    query = contextualize(question, history or [])
     normal = max(settings.candidates, settings.k)
-    found = retrieve(engine.index, engine.encoder, query, settings.replace(k=max(settings.k, min(depth, normal))))
+    decision = understand(engine.index, engine.encoder, question, history or [],
+                          settings.replace(k=max(settings.k, min(depth, normal))))
+    found, query = decision.retrieval, decision.understanding.query
     t1 = time.perf_counter()
     hits = found.hits[: settings.k]
     step_ms: dict[str, float] = {}
@@ -130,4 +134,5 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         timings_ms=timings,
         message="" if answers else NOT_FOUND,
         hits=ranked if depth else [],
+        understood=decision.understanding,
     )

@@ -58,6 +58,9 @@ def to_dict(result: Result) -> dict:
         "mode": result.mode,
         "timings_ms": result.timings_ms,
         "message": result.message,
+        "searched_as": result.understood.query if result.understood else result.question,
+        "followup": bool(result.understood and result.understood.followup),
+        "followup_reason": result.understood.why if result.understood else "",
     }
 
 
@@ -68,6 +71,8 @@ def to_text(result: Result, *, color: bool = False) -> str:
     only escape sequences in the output are the colours ``color`` adds."""
     bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
     lines = [f"Q: {plain(result.question)}"]
+    if result.understood and result.understood.followup:
+        lines.append(f"   {dim}(a follow-up; searched as: {plain(result.understood.query)}){reset}")
     if result.abstained:
         lines.append(f"A: {plain(result.message)}")
     for i, a in enumerate(result.answers):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -14,32 +13,11 @@ from qa.index import Index
 from qa.terms import tokenize
 from qa.datatypes import Hit, QAError
 
-# Words that point back to an earlier question ("Which port do they arrive at?").
-_ANAPHORA = re.compile(
-    r"\b(they|them|their|theirs|it|its|there|those|these|that|this|he|she|him|her|his|such|the same)\b", re.I
-)
-
-
 @dataclass
 class Retrieval:
     hits: list[Hit]
     query_vector: np.ndarray | None  # (dim,) float32, when the query was encoded
     timings_ms: dict[str, float]
-
-
-def contextualize(question: str, history: list[str]) -> str:
-    """The retrieval query for a question asked after ``history`` (earlier questions, oldest first).
-
-    A follow-up that refers back ("they", "there", …) or names little of its own borrows
-    the previous question, so "Which port do they arrive at?" after a question about
-    Iranian drones searches for both.
-    """
-    previous = [h for h in history if h.strip()]
-    if not previous:
-        return question
-    if _ANAPHORA.search(question) or len(tokenize(question)) <= 2:
-        return f"{question} {previous[-1]}"
-    return question
 
 
 def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval:

@@ -1,4 +1,4 @@
-"""Step 4, retrieval: fusion arithmetic, follow-up questions, and the three modes on the real corpus."""
+"""Step 4, retrieval: fusion arithmetic and the three modes on the real corpus."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from helpers_core import DRONES_QUESTION, real_encoder, settings_for, template
 from qa.bm25 import bm25_scores
 from qa.index import load_index
-from qa.retrieve import contextualize, retrieve, rrf, weighted_fusion
+from qa.retrieve import retrieve, rrf, weighted_fusion
 from qa.terms import tokenize
 from qa.datatypes import QAError
 
@@ -109,40 +109,6 @@ def test_weighted_fusion_all_empty():
 # ------------------------------------------------------------------ follow-up questions
 
 
-FIRST = "How many drones has Russia purchased from Iran?"
-
-
-@pytest.mark.parametrize("follow_up", [
-    "Which port do they arrive at?",
-    "When did they start?",
-    "How much did it cost?",
-    "Who paid for them?",
-    "Why?",
-    "And Syria?",
-])
-def test_follow_up_borrows_the_previous_question(follow_up):
-    query = contextualize(follow_up, ["What is the Su-35?", FIRST])
-    assert query == f"{follow_up} {FIRST}"  # the latest question, not an older one
-
-
-@pytest.mark.parametrize("question", [
-    "What is the Yak-130 aircraft used for?",
-    "Where is the Iranian drone factory in Russia located?",
-    "Is Italy selling drones to Iran?",  # "it" inside a word is no reference
-])
-def test_self_contained_question_is_left_alone(question):
-    assert contextualize(question, [FIRST]) == question
-
-
-def test_no_history_or_blank_history_leaves_the_question():
-    assert contextualize("Which port do they arrive at?", []) == "Which port do they arrive at?"
-    assert contextualize("Which port do they arrive at?", ["", "   "]) == "Which port do they arrive at?"
-    assert contextualize("When did they start?", [FIRST, "  "]) == f"When did they start? {FIRST}"
-
-
-# ------------------------------------------------------------------ the three modes on the real corpus
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     settings = settings_for(template(tmp_path_factory))
@@ -226,13 +192,6 @@ def test_retrieval_is_deterministic(built):
         a = retrieve(index, real_encoder(), "Su-35 fighter jets for Iran", s).hits
         b = retrieve(index, real_encoder(), "Su-35 fighter jets for Iran", s).hits
         assert [(h.row, h.score) for h in a] == [(h.row, h.score) for h in b]
-
-
-def test_follow_up_query_retrieves_the_topic_of_the_previous_question(built):
-    settings, index = built
-    query = contextualize("How many did they buy since 2022?", [DRONES_QUESTION])
-    hits = retrieve(index, real_encoder(), query, settings.replace(k=3)).hits
-    assert "1,700" in hits[0].passage.text
 
 
 @pytest.mark.parametrize("change,word", [({"mode": "sparse"}, "mode"), ({"fusion": "max"}, "fusion")])
