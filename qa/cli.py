@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from qa.options import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneLineParser,
-                        add_settings_arguments, settings_from)
+                        add_serve_arguments, add_settings_arguments, settings_from)
 from qa.datatypes import QAError
 
 # Exit statuses, the same for every command (documented in `qa --help`).
@@ -130,9 +130,9 @@ def _remove_new_folders(created: list[list[Path]]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import ui
+    from qa.web import main as serve
 
-    return ui.main(args)
+    return serve(args)
 
 
 def error_line(message) -> None:
@@ -167,9 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("serve", help="start the chat web page")
-    add_settings_arguments(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     from qa.evaluate import add_eval_arguments

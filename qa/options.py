@@ -1,6 +1,6 @@
 """The command line's shared pieces: the settings as options, the one-line parser, exit statuses.
 
-Used by `qa` (``qa.cli``) and by the page's entry point (``ui.py``), so neither imports the other.
+Used by `qa` (``qa.cli``) and by the chat page (``qa.web``), so neither imports the other.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ EXIT_OK = 0  # done; `qa ask`: every question answered, or found not answered by
 EXIT_FAILED = 1  # something went wrong that is not the input's fault (an OSError, an unexpected failure)
 EXIT_BAD_INPUT = 2  # usage error or bad input: an unknown option, a bad question, a missing corpus, ...
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+HOST = "127.0.0.1"  # the chat page's address: this machine only
+PORT = 7860
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool = True) -> None:
@@ -53,6 +56,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool =
     g.add_argument("--threshold", type=float, help="abstain below this confidence, a probability for the reader "
                    "(default: the calibrated value)")
     g.add_argument("--max-answers", type=int, help=f"most answers shown (default: {d.max_answers})")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of serving the chat page (``qa serve``, ``python ui.py``): where to listen, and the settings."""
+    parser.add_argument("--host", default=HOST, help=f"address to bind (default: {HOST}; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=PORT, help=f"port (default: {PORT})")
+    add_settings_arguments(parser)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

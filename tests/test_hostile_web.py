@@ -1,9 +1,9 @@
-"""The chat page (ui.py) against hostile web input: requests for foreign host names or from other
+"""The chat page (qa.web) against hostile web input: requests for foreign host names or from other
 sites (DNS rebinding, cross-site requests), malformed ``/ask`` arguments, and file names made of
 markup.
 
-The server is the one ``python ui.py`` runs (``ui.make_server``: Gradio mounted behind
-``ui.HostGuard``), started in this process on a free loopback port around an engine that needs
+The server is the one ``python ui.py`` runs (``qa.web_server.make_server``: Gradio mounted behind
+``HostGuard``), started in this process on a free loopback port around an engine that needs
 no model, so these tests are fast and offline; the answering itself is replaced where a test
 needs an answer. Requests are plain HTTP (http.client) and ``gradio_client``.
 """
@@ -23,7 +23,7 @@ from markdown_it import MarkdownIt
 from starlette.datastructures import Headers
 from test_ui import Server, client, free_port
 
-import ui
+from qa import web, web_page, web_requests, web_server, web_uploads
 from qa.config import Settings
 from qa.load import load_document
 from qa.pipeline import Engine
@@ -49,15 +49,14 @@ def render(markdown: str) -> str:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The page served by ``ui.make_server`` on 127.0.0.1, with an unreadable file named as markup in its corpus."""
+    """The page served by ``web_server.make_server`` on 127.0.0.1, with an unreadable file named as markup in its corpus."""
     base = tmp_path_factory.mktemp("hostile")
     corpus, index = base / "corpus", base / "index"
     corpus.mkdir()
     (corpus / GOOD_DOC).write_text("Zorvath radar\n\nThe Zorvath-9 radar was delivered to Kazan in 2031.\n")
     (corpus / HOSTILE).write_bytes(b"\x00\x01\x02 not text")
-    with ui._engine_lock:
-        before = ui._engine
-    server, sock = ui.make_server(ui.build_app(fake_engine(corpus, index, {GOOD_DOC: 1}, [HOSTILE])), "127.0.0.1", 0)
+    app = web.build_app(fake_engine(corpus, index, {GOOD_DOC: 1}, [HOSTILE]))
+    server, sock = web_server.make_server(app.page(), "127.0.0.1", 0)
     port = sock.getsockname()[1]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -71,7 +70,6 @@ def site(tmp_path_factory):
     finally:
         server.should_exit = server.force_exit = True  # no waiting for open event streams
         thread.join(timeout=30)
-        ui.set_engine(before)
     assert not thread.is_alive()
 
 
@@ -107,7 +105,7 @@ def api(site):
 def no_answering(monkeypatch):
     """Fail the test if a request gets as far as answering a question."""
     calls = []
-    monkeypatch.setattr(ui, "ask", lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setattr(web, "ask", lambda *a, **kw: calls.append((a, kw)))
     yield calls
     assert calls == []
 
@@ -155,7 +153,7 @@ def test_a_request_without_a_host_header_gets_403(site):
     assert reply.startswith(b"HTTP/1.1 403 Forbidden\r\n")
     assert reply.endswith(b"\r\n\r\nForbidden: one Host header expected.")
     assert b"access-control-" not in reply.lower()
-    guard = ui.HostGuard(None, "127.0.0.1")  # two Host headers (the HTTP parser already refuses them)
+    guard = web_server.HostGuard(None, "127.0.0.1")  # two Host headers (the HTTP parser already refuses them)
     assert guard.refusal(Headers(raw=[(b"host", b"127.0.0.1"), (b"host", b"evil.example")])) == (
         "one Host header expected")
 
@@ -175,7 +173,7 @@ def test_the_servers_own_host_names_get_the_page(site, name):
 
 
 def test_a_page_of_the_server_can_upload_and_ask(site, monkeypatch):
-    monkeypatch.setattr(ui, "ask", lambda engine, question, *, history=None, settings=None: Result(
+    monkeypatch.setattr(web, "ask", lambda engine, question, *, history=None, settings=None: Result(
         question, [], [], settings.mode, {"total": 1.0}, message="Not in the documents."))
     host = f"127.0.0.1:{site.port}"
     same_origin = {"Host": host, "Origin": f"http://{host}"}
@@ -203,11 +201,11 @@ def test_a_page_of_another_origin_gets_403_and_no_cors_header(site, no_answering
 
 
 def test_the_guard_accepts_the_host_it_was_started_for():
-    def refusal(guard: ui.HostGuard, host: str, origin: str | None = None) -> str | None:
+    def refusal(guard: web_server.HostGuard, host: str, origin: str | None = None) -> str | None:
         raw = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin else [])
         return guard.refusal(Headers(raw=raw))
 
-    named = ui.HostGuard(None, "qa.internal")
+    named = web_server.HostGuard(None, "qa.internal")
     assert refusal(named, "qa.internal:7860") is None
     assert refusal(named, "QA.Internal") is None
     assert refusal(named, "qa.internal:7860", "http://qa.internal:7860") is None
@@ -217,11 +215,11 @@ def test_the_guard_accepts_the_host_it_was_started_for():
     assert refusal(named, "evil.example:7860") == "unknown host"
     assert refusal(named, "192.168.1.20:7860") == "unknown host"
 
-    ip = ui.HostGuard(None, "192.168.1.20")
+    ip = web_server.HostGuard(None, "192.168.1.20")
     assert refusal(ip, "192.168.1.20:7860") is None
     assert refusal(ip, "192.168.1.21:7860") == "unknown host"
 
-    everywhere = ui.HostGuard(None, "0.0.0.0")  # reachable from other machines by address or by name
+    everywhere = web_server.HostGuard(None, "0.0.0.0")  # reachable from other machines by address or by name
     assert refusal(everywhere, "192.168.1.20:7860") is None
     assert refusal(everywhere, "[fe80::1]:7860") is None
     assert refusal(everywhere, f"{socket.gethostname()}:7860") is None
@@ -237,7 +235,8 @@ def test_a_taken_port_is_an_oserror():
         taken.bind(("127.0.0.1", port))
         taken.listen()
         with pytest.raises(OSError):
-            ui.make_server(ui.build_app(fake_engine(Path("corpus"), Path("index"), {}, [])), "127.0.0.1", port)
+            web_server.make_server(web.WebApp(fake_engine(Path("corpus"), Path("index"), {}, [])).page(), "127.0.0.1",
+                                  port)
 
 
 # ---------------------------------------------------------------- /ask arguments
@@ -283,7 +282,7 @@ def test_ask_api_passes_good_arguments_on(api, monkeypatch):
         calls.append((question, history, settings.mode, settings.k, settings.threshold))
         return Result(question, [], [], settings.mode, {"total": 1.0}, message="Not in the documents.")
 
-    monkeypatch.setattr(ui, "ask", fake_ask)
+    monkeypatch.setattr(web, "ask", fake_ask)
     got = api.predict(question="Where was it delivered?", mode="bm25", k=3, threshold=0.25,
                       history=["When was the radar delivered?"], api_name="/ask")
     api.predict(question="Where?", k=" 7 ", threshold="0.5", api_name="/ask")  # numbers as text are fine
@@ -295,12 +294,12 @@ def test_ask_api_passes_good_arguments_on(api, monkeypatch):
 
 def test_chat_settings_still_take_the_sliders_numbers():
     engine = fake_engine(Path("corpus"), Path("index"), {}, [])
-    s = ui.request_settings(engine, "dense", 4.0, 0.0)
+    s = web_requests.request_settings(engine.settings, "dense", 4.0, 0.0)
     assert (s.mode, s.k, s.threshold) == ("dense", 4, 0.0)
-    s = ui.request_settings(engine, "", None, None)
+    s = web_requests.request_settings(engine.settings, "", None, None)
     assert (s.mode, s.k, s.threshold) == (engine.settings.mode, engine.settings.k, engine.settings.threshold)
     with pytest.raises(QAError, match=r"^the number of passages k must be a whole number from 1 to 20, not inf$"):
-        ui.request_settings(engine, None, float("inf"), None)
+        web_requests.request_settings(engine.settings, None, float("inf"), None)
 
 
 # ---------------------------------------------------------------- uploads and the documents panel
@@ -324,15 +323,15 @@ def test_upload_message_names_only_the_files_of_this_upload(tmp_path, monkeypatc
         docs = {p.name: 1 for p in settings.corpus.iterdir() if p.name not in skipped}
         return fake_engine(settings.corpus, settings.index, docs, skipped)
 
-    monkeypatch.setattr(ui, "open_engine", fake_open_engine)
-    monkeypatch.setattr(ui, "_engine", fake_engine(corpus, tmp_path / "index", {GOOD_DOC: 1}, [HOSTILE]))
-    monkeypatch.setattr(ui, "stderr_log", lambda msg: None)
+    monkeypatch.setattr(web, "open_engine", fake_open_engine)
+    app = web.WebApp(fake_engine(corpus, tmp_path / "index", {GOOD_DOC: 1}, [HOSTILE]))
+    monkeypatch.setattr(web, "stderr_log", lambda msg: None)
     assert f"warning: skipped {unreadable.value}" == f"warning: skipped {HOSTILE}: binary file, not text"
 
     upload = tmp_path / "upload" / "kazan-delivery.txt"
     upload.parent.mkdir()
     upload.write_text("Kazan delivery\n\nThe radar reached Kazan by rail.\n")
-    message, summary, rows, cleared = ui.upload_files([str(upload)], progress=lambda *a, **kw: None)
+    message, summary, rows, cleared = app.upload_files([str(upload)], progress=lambda *a, **kw: None)
     assert message == "**Added and indexed** `kazan-delivery.txt`: you can ask about it now."
     assert reindexed == [[HOSTILE, "kazan-delivery.txt", GOOD_DOC]]
     assert [r[1] for r in rows] == ["kazan-delivery.txt", GOOD_DOC] and cleared is None
@@ -340,8 +339,8 @@ def test_upload_message_names_only_the_files_of_this_upload(tmp_path, monkeypatc
     # a refused file of this upload is named; the old unreadable file still is not
     bad = tmp_path / "upload" / "notes.docx"
     bad.write_bytes(b"PK\x03\x04")
-    message, *_ = ui.upload_files([str(bad)], progress=lambda *a, **kw: None)
-    types = ", ".join(ui.UPLOAD_TYPES)
+    message, *_ = app.upload_files([str(bad)], progress=lambda *a, **kw: None)
+    types = ", ".join(web_uploads.UPLOAD_TYPES)
     assert render(message) == ("<p><strong>Nothing was added:</strong></p>\n<ul>\n"
                                f"<li>notes.docx: not a supported file type (use {types})</li>\n</ul>\n")
 
@@ -356,12 +355,12 @@ def test_upload_reports_its_own_file_when_the_index_skips_it(tmp_path, monkeypat
         log("warning: skipped odd.txt: not UTF-8 or Windows-1252 text")
         return fake_engine(settings.corpus, settings.index, {"old.txt": 1}, ["odd.txt", "old-unreadable.md"])
 
-    monkeypatch.setattr(ui, "open_engine", fake_open_engine)
-    monkeypatch.setattr(ui, "_engine", fake_engine(corpus, tmp_path / "index", {"old.txt": 1}, []))
-    monkeypatch.setattr(ui, "stderr_log", lambda msg: None)
+    monkeypatch.setattr(web, "open_engine", fake_open_engine)
+    app = web.WebApp(fake_engine(corpus, tmp_path / "index", {"old.txt": 1}, []))
+    monkeypatch.setattr(web, "stderr_log", lambda msg: None)
     upload = tmp_path / "odd.txt"
     upload.write_text("Odd\n\nIt reads here but the indexer disagrees.\n")
-    message, *_ = ui.upload_files([str(upload)], progress=lambda *a, **kw: None)
+    message, *_ = app.upload_files([str(upload)], progress=lambda *a, **kw: None)
     assert render(message) == (
         "<p><strong>Nothing was added:</strong></p>\n<ul>\n<li>odd.txt: not UTF-8 or Windows-1252 text "
         "(it is in the corpus folder but was not indexed)</li>\n</ul>\n")
@@ -370,8 +369,8 @@ def test_upload_reports_its_own_file_when_the_index_skips_it(tmp_path, monkeypat
 def test_documents_panel_shows_a_markup_file_name_escaped_once(tmp_path, monkeypatch):
     corpus = tmp_path / "a&b <i>corpus"
     corpus.mkdir()
-    monkeypatch.setattr(ui, "_engine", fake_engine(corpus, tmp_path / "index", {GOOD_DOC: 2}, [HOSTILE]))
-    summary, rows = ui.documents_view()
+    app = web.WebApp(fake_engine(corpus, tmp_path / "index", {GOOD_DOC: 2}, [HOSTILE]))
+    summary, rows = app.documents_view()
     assert rows == [["Radar", GOOD_DOC, 2]]
     folder = str(corpus.resolve()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     assert render(summary) == (
@@ -387,15 +386,15 @@ def test_documents_panel_shows_a_markup_file_name_escaped_once(tmp_path, monkeyp
     ("[x](javascript:alert(1)) *b* &lt;.md", "[x](javascript:alert(1)) *b* &amp;lt;.md"),
 ])
 def test_documents_panel_never_lets_a_file_name_become_markup(tmp_path, monkeypatch, name, shown):
-    monkeypatch.setattr(ui, "_engine", fake_engine(tmp_path, tmp_path / "index", {GOOD_DOC: 1}, [name]))
-    summary, _ = ui.documents_view()
+    app = web.WebApp(fake_engine(tmp_path, tmp_path / "index", {GOOD_DOC: 1}, [name]))
+    summary, _ = app.documents_view()
     assert render(summary).endswith(f" Skipped as unreadable: <code>{shown}</code>.</p>\n")
 
 
 def test_rescan_and_upload_messages_are_literal_text(tmp_path, monkeypatch):
     text = "x.md: <b>bold</b> [link](javascript:alert(1)) &amp; *stars*\nnext"
-    assert render(ui.md_text(text)) == (
+    assert render(web_page.md_text(text)) == (
         "<p>x.md: &lt;b&gt;bold&lt;/b&gt; [link](javascript:alert(1)) &amp;amp; *stars*\ufffdnext</p>\n")
-    assert render(ui._upload_message([], [text])) == (
+    assert render(web_page.upload_message([], [text])) == (
         "<p><strong>Nothing was added:</strong></p>\n<ul>\n<li>x.md: &lt;b&gt;bold&lt;/b&gt; "
         "[link](javascript:alert(1)) &amp;amp; *stars*\ufffdnext</li>\n</ul>\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import ui
+from qa import web, web_uploads
 from qa.cli import settings_from
 from qa.config import Settings
 from qa.pipeline import Engine, ask, check_question, open_engine
@@ -262,21 +262,21 @@ def test_chat_passes_the_sessions_questions_as_history(monkeypatch):
         calls.append((check_question(question), list(history), settings))
         return Result(question, [], [], settings.mode, {"total": 1.0}, message="Not in the documents.")
 
-    monkeypatch.setattr(ui, "ask", fake_ask)
-    monkeypatch.setattr(ui, "_engine", Engine(Settings(), None, None))
-    box, chat, questions = ui.respond(SHIPPED, [], [], "bm25", 3, 0.5)
+    monkeypatch.setattr(web, "ask", fake_ask)
+    app = web.WebApp(Engine(Settings(), None, None))
+    box, chat, questions = app.respond(SHIPPED, [], [], "bm25", 3, 0.5)
     assert (box, questions) == ("", [SHIPPED])
-    box, chat, questions = ui.respond(PORT_FOLLOW_UP, chat, questions, "hybrid", 5, 0.35)
+    box, chat, questions = app.respond(PORT_FOLLOW_UP, chat, questions, "hybrid", 5, 0.35)
     assert [c[:2] for c in calls] == [(SHIPPED, []), (PORT_FOLLOW_UP, [SHIPPED])]
     assert (calls[0][2].mode, calls[0][2].k, calls[0][2].threshold) == ("bm25", 3, 0.5)
     assert questions == [SHIPPED, PORT_FOLLOW_UP]
     assert [m["role"] for m in chat] == ["user", "assistant"] * 2
 
-    box, chat, questions = ui.respond("why " * 600, chat, questions, "hybrid", 5, 0.35)
+    box, chat, questions = app.respond("why " * 600, chat, questions, "hybrid", 5, 0.35)
     assert "too long" in chat[-1]["content"] and questions == [SHIPPED, PORT_FOLLOW_UP]
     with pytest.warns(UserWarning, match="Type a question"):
-        assert ui.respond("   ", chat, questions, "hybrid", 5, 0.35) == ("   ", chat, questions)
-    _, chat, _ = ui.respond("<script>alert(1)</script>?", chat, questions, "hybrid", 5, 0.35)
+        assert app.respond("   ", chat, questions, "hybrid", 5, 0.35) == ("   ", chat, questions)
+    _, chat, _ = app.respond("<script>alert(1)</script>?", chat, questions, "hybrid", 5, 0.35)
     assert "<script>" not in chat[-2]["content"]
 
 
@@ -306,8 +306,8 @@ def test_upload_refuses_bad_files_and_changes_nothing(tmp_path):
         (up / name).write_bytes(data)
     big = up / "big.txt"
     with open(big, "wb") as f:
-        f.truncate(ui.MAX_UPLOAD_BYTES + 1)
-    added, problems = ui.add_uploads([str(up / n) for n in bad] + [str(big)], corpus)
+        f.truncate(web_uploads.MAX_UPLOAD_BYTES + 1)
+    added, problems = web_uploads.add_uploads([str(up / n) for n in bad] + [str(big)], corpus)
     assert added == []
     assert len(problems) == len(bad) + 1
     text = "\n".join(problems)
@@ -323,16 +323,16 @@ def test_upload_names_are_sanitised_and_never_overwrite(tmp_path):
     (corpus / "report.txt").write_text("The first report. It says one thing.")
     for name in ["..", ".", "../", ".env", "", "   ", "..\\..", "/"]:
         with pytest.raises(QAError):
-            ui.safe_name(name)
-    assert ui.safe_name("../../etc/passwd.txt") == "passwd.txt"
-    assert ui.safe_name("C:\\Users\\me\\Q3 report.md") == "Q3 report.md"
-    assert ui.safe_name("a<b>|c?.txt") == "a_b_c_.txt"
-    assert len(ui.safe_name("x" * 500 + ".txt")) <= ui.MAX_NAME_CHARS
+            web_uploads.safe_name(name)
+    assert web_uploads.safe_name("../../etc/passwd.txt") == "passwd.txt"
+    assert web_uploads.safe_name("C:\\Users\\me\\Q3 report.md") == "Q3 report.md"
+    assert web_uploads.safe_name("a<b>|c?.txt") == "a_b_c_.txt"
+    assert len(web_uploads.safe_name("x" * 500 + ".txt")) <= web_uploads.MAX_NAME_CHARS
 
     up = tmp_path / "up"
     up.mkdir()
     (up / "report.txt").write_text("A different report. It says another thing.")
-    added, problems = ui.add_uploads([str(up / "report.txt")], corpus)
+    added, problems = web_uploads.add_uploads([str(up / "report.txt")], corpus)
     assert (added, problems) == (["report-2.txt"], [])
     assert (corpus / "report.txt").read_text() == "The first report. It says one thing."
     assert (corpus / "report-2.txt").read_text() == "A different report. It says another thing."

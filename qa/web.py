@@ -1,0 +1,296 @@
+"""The chat web page: ask the documents, read quoted answers with their sources, add documents.
+
+Run with ``qa serve`` or ``python ui.py [--host H] [--port P] [settings options]``.
+A ``WebApp`` holds the engine (index and query encoder), loaded once and shared by every
+session; an upload or re-scan builds a new engine and swaps it in, while each request
+works on the snapshot it took when it started. Per-user state (the conversation) lives in
+the browser session, never in the app.
+
+Besides the page, the app offers two API endpoints for scripts (``gradio_client``):
+``/ask`` (question, mode, k, threshold, history → the result as a dict, as ``qa ask --json``)
+and ``/documents`` (the indexed documents). What the page shows is made in ``qa.web_page``,
+uploads are checked in ``qa.web_uploads``, a request's choices in ``qa.web_requests``, and
+``qa.web_server`` serves it all behind a guard against foreign hosts and origins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from qa.web_server import launch  # first: it sets Gradio's environment before Gradio is imported
+
+import gradio as gr  # noqa: E402
+
+from qa.config import MODES, Settings  # noqa: E402
+from qa.datatypes import QAError  # noqa: E402
+from qa.index import documents_summary, stderr_log  # noqa: E402
+from qa.options import HOST, PORT, OneLineParser, add_serve_arguments, settings_from  # noqa: E402
+from qa.pipeline import Engine, ask, open_engine  # noqa: E402
+from qa.pipeline import threshold as effective_threshold  # noqa: E402
+from qa.present import to_dict  # noqa: E402
+from qa.web_page import (documents_summary_md, error_html, md_text, reply_html, rescan_message,  # noqa: E402
+                         sentence, upload_message)
+from qa.web_requests import MAX_K, check_history, check_question_type, request_settings  # noqa: E402
+from qa.web_uploads import MAX_UPLOAD_BYTES, UPLOAD_TYPES, add_uploads, remove_uploads  # noqa: E402
+
+EXAMPLES = [
+    "How many drones has Russia purchased from Iran since 2022?",
+    "Through which sea are Iranian drones shipped to Russia?",
+    "What is Iran's interbank system called?",
+]
+
+log = logging.getLogger("qa.web")
+
+
+class WebApp:
+    """The page's shared state: the live engine, and the locks that guard its swaps.
+
+    Every handler of the page and of the API is a method; ``page()`` lays them out.
+    """
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._engine_lock = threading.Lock()  # guards reads and swaps of _engine
+        self._update_lock = threading.Lock()  # one corpus update (upload, re-scan) at a time
+
+    # ------------------------------------------------------------ the shared engine
+
+    @property
+    def engine(self) -> Engine:
+        """The live engine: a snapshot a request keeps until it is done."""
+        with self._engine_lock:
+            return self._engine
+
+    def set_engine(self, engine: Engine) -> None:
+        """Make ``engine`` the one new requests use."""
+        with self._engine_lock:
+            self._engine = engine
+
+    def reload(self, settings: Settings, notes: list[str] | None = None) -> Engine:
+        """Update the index of the corpus (incrementally) and swap in a fresh engine."""
+
+        def note(msg: str) -> None:
+            stderr_log(msg)
+            if notes is not None and msg.startswith("warning:"):
+                notes.append(msg.removeprefix("warning:").strip())
+
+        previous = self.engine
+        same_model = (previous.settings.model, previous.settings.backend) == (settings.model, settings.backend)
+        same_reader = previous.settings.reader == settings.reader
+        engine = open_engine(settings, log=note, progress=True, encoder=previous.encoder if same_model else None,
+                             reader=previous.reader if same_reader else None)
+        self.set_engine(engine)
+        return engine
+
+    # ------------------------------------------------------------ answering
+
+    def respond(self, message: str, chat: list[dict], questions: list[str], mode: str, k: float,
+                threshold: float) -> tuple[str, list[dict], list[str]]:
+        """Chat handler: answer ``message`` in the context of this session's earlier questions."""
+        question = (message or "").strip()
+        if not question:
+            gr.Warning("Type a question first.")
+            return message, chat, questions
+        shown = question if len(question) <= 300 else question[:300] + " …"
+        chat = list(chat or []) + [{"role": "user", "content": html.escape(shown)}]
+        try:
+            engine = self.engine
+            result = ask(engine, question, history=list(questions or []),
+                         settings=request_settings(engine.settings, mode, k, threshold))
+        except QAError as e:
+            return "", chat + [{"role": "assistant", "content": error_html(e)}], questions
+        except Exception:
+            log.exception("answering %r failed", question)
+            reply = error_html("something went wrong while answering; the error was logged on the server")
+            return "", chat + [{"role": "assistant", "content": reply}], questions
+        return "", chat + [{"role": "assistant", "content": reply_html(result)}], list(questions or []) + [question]
+
+    def respond_example(self, evt: gr.SelectData, chat: list[dict], questions: list[str], mode: str, k: float,
+                        threshold: float) -> tuple[str, list[dict], list[str]]:
+        """Answer the example question that was clicked."""
+        value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
+        return self.respond(value.get("text", ""), chat, questions, mode, k, threshold)
+
+    def api_ask(self, question: str, mode: str | None = None, k: int | None = None, threshold: float | None = None,
+                history: list[str] | None = None) -> dict:
+        """Answer one question; returns the result as `qa ask --json` does (answers, citations, mode, timings).
+
+        mode, k and threshold default to the server's settings; history holds earlier
+        questions of the conversation, oldest first, for follow-up questions. A bad value gets
+        an error saying what is wrong with it.
+        """
+        try:
+            check_question_type(question)
+            history = check_history(history)
+            engine = self.engine
+            result = ask(engine, question, history=history,
+                         settings=request_settings(engine.settings, mode, k, threshold))
+        except QAError as e:
+            raise gr.Error(sentence(str(e))) from e
+        return to_dict(result)
+
+    def api_documents(self) -> list[dict]:
+        """The documents in the index: doc (file), title, passages."""
+        return documents_summary(self.engine.index)
+
+    # ------------------------------------------------------------ documents and uploads
+
+    def documents_view(self) -> tuple[str, list[list]]:
+        """The documents panel: a summary line and one row per indexed document."""
+        engine = self.engine
+        rows = [[d["title"], d["doc"], d["passages"]] for d in documents_summary(engine.index)]
+        folder = str(Path(engine.settings.corpus).resolve())
+        return documents_summary_md(rows, folder, sorted(engine.index.manifest.get("skipped", {}))), rows
+
+    def upload_files(self, files: list[str] | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
+        """Upload handler: check the files, copy the good ones into the corpus, update the index."""
+        paths = [str(f) for f in files or []]
+        if not paths:
+            return gr.update(), *self.documents_view(), None
+        progress(0, desc="Checking the files")
+        with self._update_lock:
+            settings = self.engine.settings
+            try:
+                added, problems = add_uploads(paths, Path(settings.corpus))
+            except QAError as e:
+                added, problems = [], [str(e)]
+            if added:
+                progress(0.1, desc="Indexing")
+                notes: list[str] = []
+                try:
+                    engine = self.reload(settings, notes)
+                except Exception as e:
+                    log.exception("indexing the uploads failed")
+                    remove_uploads(added, Path(settings.corpus))
+                    reason = str(e) if isinstance(e, QAError) else e.__class__.__name__
+                    problems.append(f"indexing failed ({reason}), so the files were not added")
+                    added = []
+                else:
+                    added = _indexed_uploads(added, engine, notes, problems)
+        return upload_message(added, problems), *self.documents_view(), None
+
+    def rescan_corpus(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
+        """Index whatever changed in the corpus folder since start-up (files dropped in by hand)."""
+        progress(0, desc="Scanning the corpus folder")
+        notes: list[str] = []
+        with self._update_lock:
+            try:
+                self.reload(self.engine.settings, notes)
+            except QAError as e:
+                return f"**Error:** {md_text(sentence(str(e)))}", *self.documents_view()
+        return rescan_message(notes), *self.documents_view()
+
+    # ------------------------------------------------------------ the page
+
+    def page(self) -> gr.Blocks:
+        """The page and its API."""
+        engine = self.engine
+        s = engine.settings
+        with gr.Blocks(title="Ask the documents", analytics_enabled=False) as demo:
+            gr.Markdown("## Ask the documents\nAnswers are quoted word for word from the documents, "
+                        "with numbered sources you can open.")
+            questions = gr.State([])
+            with gr.Tabs():
+                with gr.Tab("Chat", id="chat"):
+                    chatbot = gr.Chatbot(
+                        show_label=False,
+                        height=620,
+                        render_markdown=False,
+                        sanitize_html=True,
+                        feedback_options=None,
+                        buttons=[],
+                        placeholder="**Ask a question about the documents.** Follow-up questions "
+                                    "(“Which port do they arrive at?”) take the conversation into account.",
+                        examples=[{"text": q} for q in EXAMPLES],
+                        elem_id="chat",
+                    )
+                    with gr.Row():
+                        question = gr.Textbox(placeholder="Ask a question…", show_label=False, lines=1,
+                                              submit_btn="Ask", scale=8, elem_id="question", autofocus=True)
+                        new_chat = gr.Button("New conversation", scale=0, min_width=220, variant="secondary")
+                    with gr.Accordion("Settings", open=False):
+                        with gr.Row():
+                            mode = gr.Radio(list(MODES), value=s.mode, label="Retrieval mode",
+                                            info="hybrid: keywords and meaning; bm25: keywords; dense: meaning")
+                            k = gr.Slider(1, MAX_K, value=s.k, step=1, label="Passages retrieved (k)")
+                            threshold = gr.Slider(0.0, 1.0, value=effective_threshold(engine, s), step=0.01,
+                                                  label="Abstention threshold",
+                                                  info="Below this probability of being right, the answer is "
+                                                       "“not in the documents” (default: the calibrated value)")
+                with gr.Tab("Documents", id="documents"):
+                    summary = gr.Markdown(elem_id="doc-summary")
+                    docs = gr.Dataframe(headers=["Title", "File", "Passages"], datatype=["str", "str", "number"],
+                                        interactive=False, wrap=True, elem_id="doc-table")
+                    upload = gr.File(label=f"Add documents: .txt, .md, .html or .pdf, up to "
+                                           f"{MAX_UPLOAD_BYTES // 2**20} MB each",
+                                     file_count="multiple", file_types=UPLOAD_TYPES, type="filepath",
+                                     elem_id="upload")
+                    status = gr.Markdown(elem_id="upload-status")
+                    rescan = gr.Button("Re-scan the corpus folder", variant="secondary")
+
+            chat_inputs = [question, chatbot, questions, mode, k, threshold]
+            chat_outputs = [question, chatbot, questions]
+            question.submit(self.respond, chat_inputs, chat_outputs, api_visibility="private")
+            chatbot.example_select(self.respond_example, chat_inputs[1:], chat_outputs, api_visibility="private")
+            new_chat.click(lambda: ("", [], []), None, chat_outputs, api_visibility="private", queue=False)
+            chatbot.clear(lambda: [], None, questions, api_visibility="private", queue=False)
+            demo.load(self.documents_view, None, [summary, docs], api_visibility="private")
+            upload.upload(self.upload_files, upload, [status, summary, docs, upload], api_visibility="private",
+                          concurrency_limit=1, concurrency_id="corpus", show_progress_on=upload)
+            rescan.click(self.rescan_corpus, None, [status, summary, docs], api_visibility="private",
+                         concurrency_limit=1, concurrency_id="corpus", show_progress_on=status)
+            gr.api(self.api_ask, api_name="ask")
+            gr.api(self.api_documents, api_name="documents")
+        return demo
+
+
+def _indexed_uploads(added: list[str], engine: Engine, notes: list[str], problems: list[str]) -> list[str]:
+    """The uploaded files the new index holds; one problem for each it skipped.
+
+    Notes about other files (say a file dropped into the folder long ago that the index
+    skips at every update) are not this upload's business and are left out.
+    """
+    skipped = set(engine.index.manifest.get("skipped", {}))
+    for name in added:
+        if name in skipped:
+            why = next((n.removeprefix("skipped ") for n in notes if n.startswith(f"skipped {name}: ")),
+                       f"{name}: unreadable")
+            problems.append(f"{why} (it is in the corpus folder but was not indexed)")
+    return [name for name in added if name not in skipped]
+
+
+def build_app(engine_or_settings: Engine | Settings) -> WebApp:
+    """The app around an engine; given settings, loads the engine first (building the index if needed)."""
+    engine = engine_or_settings
+    if isinstance(engine, Settings):
+        engine = open_engine(engine, progress=True)
+    return WebApp(engine)
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    """Load the engine (building the index if needed) and serve the page; ``qa serve`` calls this."""
+    args = args if args is not None else build_parser().parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        demo = build_app(settings_from(args)).page()
+    except QAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        launch(demo, getattr(args, "host", None) or HOST, getattr(args, "port", None) or PORT)
+    except OSError as e:  # e.g. the port is taken
+        print(f"error: cannot start the server: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser(prog: str = "ui.py") -> argparse.ArgumentParser:
+    """The options of ``python ui.py``: those of ``qa serve``."""
+    parser = OneLineParser(prog=prog, description="Serve the question-answering chat page.")
+    add_serve_arguments(parser)
+    return parser
