@@ -412,7 +412,7 @@ def to_markdown(results: dict) -> str:
             L += ["", "## Approximate dense search vs exact", "",
                   "Recall@10 of the approximate index against `IndexFlatIP` over the same vectors, with real query vectors "
                   "(SQuAD questions). At sizes below `hnsw_min` the index is flat; HNSW/IVF are built for the check "
-                  "with the same code (`qa.index._build_faiss`) and the settings' parameters.", "",
+                  "with the same code (`qa.dense.build_faiss`) and the settings' parameters.", "",
                   "| size | index | Recall@10 | search p50 ms | flat search p50 ms | build s | parameters | efSearch sweep (recall / p50 ms) |",
                   "|---|---|---|---|---|---|---|---|"]
             for name, ann in anns:

@@ -8,7 +8,6 @@ are taken in a process that did nothing else.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 import random
@@ -24,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+
+from qa.datatypes import text_key  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -80,7 +81,7 @@ class SyntheticEncoder:
     """Cheap deterministic stand-in for the encoder, for retrieval latency at large sizes.
 
     A text already encoded for real (found in a pool of real embedding caches, keyed by
-    sha1 as in ``qa.index``) gets its real vector. Any other text gets a real pool vector
+    ``qa.datatypes.text_key``) gets its real vector. Any other text gets a real pool vector
     picked by its hash plus noise of norm ``noise`` (from a fixed bank of Gaussian
     directions also picked by its hash), renormalised: cosine ~0.9 to its base, so the
     vectors form realistic clusters around real passage and sentence embeddings.
@@ -105,7 +106,7 @@ class SyntheticEncoder:
     def encode(self, texts, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
-            h = hashlib.sha1(t.encode("utf-8")).hexdigest()
+            h = text_key(t)
             real = self.pool.get(h)
             if real is not None:
                 out[i] = real
@@ -166,7 +167,8 @@ class TimedEncoder:
 def task_build(args: dict) -> dict:
     import shutil
 
-    import qa.index as qi
+    import qa.build as qb
+    from qa.index import load_index
 
     settings = settings_of(args)
     if args.get("keep_cache"):  # rebuild from the embedding cache (no encoding): re-measures the stages after encoding
@@ -191,17 +193,17 @@ def task_build(args: dict) -> dict:
     c0 = cpu_seconds()
     t0 = time.perf_counter()
     if not args.get("synthetic"):  # the encoder build_index would load, loaded here to be wrapped: part of the build
-        inner = qi.indexing_encoder(settings)
+        inner = qb.indexing_encoder(settings)
         encoder_load = time.perf_counter() - t0
     enc = TimedEncoder(inner)
-    manifest = qi.build_index(settings, rebuild=True, log=log, progress=False, encoder=enc, on_stage=on_stage)
+    manifest = qb.build_index(settings, rebuild=True, log=log, progress=False, encoder=enc, on_stage=on_stage)
     total = time.perf_counter() - t0
     cpu = cpu_seconds() - c0
     peak = peak_rss_mb()
 
-    if list(timers) != list(qi.BUILD_STAGES):
-        raise RuntimeError(f"build_index reported the stages {list(timers)}, expected {list(qi.BUILD_STAGES)}")
-    built = qi.load_index(settings, verify=False)  # after the peak RSS: not part of the build's figures
+    if list(timers) != list(qb.BUILD_STAGES):
+        raise RuntimeError(f"build_index reported the stages {list(timers)}, expected {list(qb.BUILD_STAGES)}")
+    built = load_index(settings, verify=False)  # after the peak RSS: not part of the build's figures
     gen, passages = built.folder, built.passages
     del built
     n = len(passages)
@@ -301,13 +303,13 @@ def _deep_size(objs, seen: set[int]) -> int:
 def task_memory(args: dict) -> dict:
     import faiss  # noqa: F401  (imports are not the index's memory)
     import qa.bm25  # noqa: F401
-    import qa.index as qi
+    from qa.index import load_index
 
     settings = settings_of(args)
     gc.collect()
     r0 = rss_mb()
     t = time.perf_counter()
-    idx = qi.load_index(settings)
+    idx = load_index(settings)
     load_s = time.perf_counter() - t
     gc.collect()
     r1 = rss_mb()
@@ -356,7 +358,7 @@ def task_memory(args: dict) -> dict:
     import tracemalloc
 
     tracemalloc.start()
-    idx = qi.load_index(settings)
+    idx = load_index(settings)
     current, peak = tracemalloc.get_traced_memory()
     snap = tracemalloc.take_snapshot()
     tracemalloc.stop()
@@ -445,7 +447,7 @@ def ann_check(engine, settings, questions: list[str], kinds: list[str]) -> dict:
     """Recall@10 of approximate indexes against exact search over the same vectors, real queries."""
     import faiss
 
-    import qa.index as qi
+    from qa.dense import build_faiss, tune
 
     index = engine.index.dense
     n, d = index.ntotal, index.d
@@ -460,12 +462,9 @@ def ann_check(engine, settings, questions: list[str], kinds: list[str]) -> dict:
             ann, build_s = index, None
         else:
             t = time.perf_counter()
-            ann = qi._build_faiss(vecs, settings.replace(faiss=kind))
+            ann = build_faiss(vecs, settings.replace(faiss=kind))
             build_s = time.perf_counter() - t
-            if kind == "hnsw":
-                ann.hnsw.efSearch = settings.hnsw_ef_search
-            elif kind == "ivf":
-                ann.nprobe = max(8, ann.nlist // 8)  # as qa.index.load_index sets it
+            tune(ann, kind, settings)  # as qa.index.load_index does
         found, ms = _search_ms(ann, qvecs, 10)
         recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(found, truth)]))
         entry = {"recall_at_10": recall, "search_ms": summary(ms), "build_seconds": build_s,
@@ -494,12 +493,12 @@ def ann_check(engine, settings, questions: list[str], kinds: list[str]) -> dict:
 
 
 def task_precision(args: dict) -> dict:
-    import qa.index as qi
+    from qa.index import load_index
     from corpus import GoldQuestion, is_gold
     from qa.embed import cpu_count, load_encoder
 
     settings = settings_of(args)
-    idx = qi.load_index(settings, verify=False)
+    idx = load_index(settings, verify=False)
     gen = idx.folder
     passages = idx.passages
     texts = [p.text for p in passages]

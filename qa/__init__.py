@@ -22,7 +22,7 @@ _EXPORTS = {
     "Engine": "qa.pipeline",
     "open_engine": "qa.pipeline",
     "ask": "qa.pipeline",
-    "build_index": "qa.index",
+    "build_index": "qa.build",
     "load_index": "qa.index",
     "load_reader": "qa.reader",
     "Result": "qa.datatypes",

@@ -72,7 +72,7 @@ class Calibration:
         return "high" if p >= self.high else "medium" if p >= self.medium else "low"
 
     def save(self, path: Path) -> None:
-        from qa.index import atomic_write
+        from qa.storage import atomic_write
 
         atomic_write(path, json.dumps(asdict(self), indent=2) + "\n")
 

@@ -40,7 +40,8 @@ where a benchmark (--format squad or beir) is written:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from qa.index import build_index, staleness
+    from qa.build import build_index
+    from qa.manifest import staleness
 
     settings = settings_from(args)
     reason = staleness(settings) if not args.rebuild else "rebuild asked for"

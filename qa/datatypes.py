@@ -40,7 +40,12 @@ class Passage:
     @property
     def key(self) -> str:
         """Content key: identical text under the same model gives the same embedding."""
-        return hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+        return text_key(self.text)
+
+
+def text_key(text: str) -> str:
+    """The content key of a text (sha1 of its UTF-8): the embedding cache stores vectors under it."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 @dataclass

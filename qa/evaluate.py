@@ -665,7 +665,7 @@ def save_threshold(index: Path, threshold: float) -> Path:
     except (OSError, ValueError):
         saved = {}
     saved["threshold"] = threshold
-    from qa.index import atomic_write
+    from qa.storage import atomic_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 from qa.answer import NOT_FOUND, citation, reader_answers
 from qa.calibration import Calibration, calibration_for
 from qa.config import MAX_QUESTION_CHARS, Settings
-from qa.index import Index, ensure_index, open_existing, stderr_log
+from qa.build import ensure_index
+from qa.index import Index, open_existing, stderr_log
 from qa.reader import Reader, load_reader
 from qa.followup import understand
 from qa.retrieve import retrieve

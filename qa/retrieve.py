@@ -9,6 +9,7 @@ import numpy as np
 
 from qa.bm25 import bm25_top
 from qa.config import FUSIONS, MODES, Settings
+from qa.dense import dense_top
 from qa.index import Index
 from qa.terms import tokenize
 from qa.datatypes import Hit, QAError
@@ -40,7 +41,7 @@ def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval
         qvec = encoder.encode([query])[0]
         timings["encode"] = _ms(t)
         t = time.perf_counter()
-        dense = dense_top(index, qvec, depth)
+        dense = dense_top(index.dense, qvec, depth)
         timings["faiss"] = _ms(t)
     t = time.perf_counter()
     if settings.mode == "bm25":
@@ -68,24 +69,6 @@ def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval
     ]
     timings["fusion"] = _ms(t)
     return Retrieval(hits, qvec, timings)
-
-
-def dense_top(index: Index, qvec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and inner-product scores of the k nearest passages, best first.
-
-    One query runs on one OpenMP thread: a second thread gains little for one vector, and
-    OpenMP's barriers cost tens of milliseconds when the other core is busy.
-    """
-    import faiss
-
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        scores, rows = index.dense.search(np.ascontiguousarray(qvec[None, :], dtype=np.float32), k)
-    finally:
-        faiss.omp_set_num_threads(threads)
-    keep = rows[0] >= 0
-    return rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float64)
 
 
 def sentence_rerank(index: Index, qvec: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import qa.index
+import qa.build
 import qa.pipeline
 from helpers_core import clone, real_encoder
 
@@ -19,4 +19,4 @@ def idx(tmp_path_factory, tmp_path):
 def fast(monkeypatch):
     """In-process runs reuse the already loaded encoder instead of loading it again."""
     monkeypatch.setattr(qa.pipeline, "query_encoder", lambda settings: real_encoder())
-    monkeypatch.setattr(qa.index, "_indexing_encoder", lambda settings: real_encoder())
+    monkeypatch.setattr(qa.build, "indexing_encoder", lambda settings: real_encoder())

@@ -85,7 +85,7 @@ _TEMPLATE: dict[str, Path] = {}
 def template(tmp_path_factory) -> Path:
     """A folder with ``corpus/`` (the 2 default documents) and a built ``index/``; made once."""
     if "root" not in _TEMPLATE:
-        from qa.index import build_index
+        from qa.build import build_index
 
         root = tmp_path_factory.mktemp("template")
         copy_corpus(root / "corpus")

@@ -18,7 +18,7 @@ import pytest
 
 from helpers_core import DOC_B, DRONES_QUESTION, line_of, live_generation
 from qa.cli import main
-from qa.index import staleness
+from qa.manifest import staleness
 from qa.load import load_corpus
 
 QA = Path(sys.executable).with_name("qa")

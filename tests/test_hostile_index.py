@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import qa.embcache
 import qa.index
+import qa.manifest
+import qa.storage
 import qa.pipeline
 from helpers_core import (
     DOC_A,
@@ -35,7 +38,9 @@ from helpers_core import (
 )
 from qa.cli import main
 from qa.config import HEURISTIC_THRESHOLD, Settings, load_saved
-from qa.index import build_index, ensure_index, load_index, read_manifest, staleness
+from qa.build import build_index, ensure_index
+from qa.index import load_index
+from qa.manifest import read_manifest, staleness
 from qa.retrieve import retrieve
 from qa.datatypes import QAError
 
@@ -125,7 +130,7 @@ def error_line(rc: int, err: str, status: int = 2) -> str:
 
 def test_a_generation_being_loaded_is_kept_until_the_reader_is_done(idx, monkeypatch):
     gen_before = live_generation(idx.index)
-    real_read = qa.index._read_passages
+    real_read = qa.index.read_passages
     rebuilt = []
 
     def read_then_rebuild(gen):
@@ -133,7 +138,7 @@ def test_a_generation_being_loaded_is_kept_until_the_reader_is_done(idx, monkeyp
             rebuilt.append(build_index(idx, rebuild=True, log=quiet, progress=False, encoder=CountingEncoder()))
         return real_read(gen)
 
-    monkeypatch.setattr(qa.index, "_read_passages", read_then_rebuild)
+    monkeypatch.setattr(qa.index, "read_passages", read_then_rebuild)
     index = load_index(idx)
     monkeypatch.undo()
     assert rebuilt and live_generation(idx.index) != gen_before
@@ -150,7 +155,7 @@ def test_a_generation_being_loaded_is_kept_until_the_reader_is_done(idx, monkeyp
 @pytest.mark.parametrize("reader", ["load_index", "read_manifest"])
 def test_a_reader_whose_generation_was_just_replaced_reads_current_again(idx, monkeypatch, reader):
     gen_before = live_generation(idx.index)
-    real_current = qa.index._read_current
+    real_current = qa.storage.read_current
     names = []
 
     def current_then_rebuild(folder):
@@ -163,7 +168,7 @@ def test_a_reader_whose_generation_was_just_replaced_reads_current_again(idx, mo
             names.append(name)
         return name
 
-    monkeypatch.setattr(qa.index, "_read_current", current_then_rebuild)
+    monkeypatch.setattr(qa.storage, "read_current", current_then_rebuild)
     got = load_index(idx) if reader == "load_index" else read_manifest(idx.index)
     monkeypatch.undo()
     gen_after = live_generation(idx.index)
@@ -187,7 +192,7 @@ def test_files_vanishing_mid_load_without_file_locks_are_read_again(idx, monkeyp
         return real_flock(fd, op)
 
     gen_before = live_generation(idx.index)
-    real_read = qa.index._read_passages
+    real_read = qa.index.read_passages
     calls = []
 
     def read_after_a_rebuild(gen):
@@ -198,7 +203,7 @@ def test_files_vanishing_mid_load_without_file_locks_are_read_again(idx, monkeyp
         return real_read(gen)
 
     monkeypatch.setattr(fcntl, "flock", flock)
-    monkeypatch.setattr(qa.index, "_read_passages", read_after_a_rebuild)
+    monkeypatch.setattr(qa.index, "read_passages", read_after_a_rebuild)
     index = load_index(idx)
     monkeypatch.undo()
     assert calls == [gen_before.name, live_generation(idx.index).name]
@@ -288,6 +293,11 @@ def fill_disk(monkeypatch, name_part: str, nth: int = 1) -> list[Path]:
     return opened
 
 
+def replaced(tmp: Path) -> Path:
+    """The file ``qa.storage.atomic_write`` replaces through the temporary ``tmp`` (.NAME.XXXXXX.tmp)."""
+    return tmp.with_name(tmp.name[1:].rsplit(".", 2)[0])
+
+
 FULL_AT = ["emb-", "passages.json", "dense.faiss", "sentences.npy", "sentence_table.npz", "bm25.npz",
            "bm25_vocab.json", "manifest.json", ".CURRENT."]
 
@@ -303,7 +313,11 @@ def test_full_disk_during_a_build_is_one_line_and_keeps_the_index(idx, monkeypat
     enc = CountingEncoder()
     msg = one_line_qaerror(build_index, idx, log=quiet, progress=False, encoder=enc)
     monkeypatch.undo()
-    where = Path(idx.index) / "CURRENT" if name_part == ".CURRENT." else opened[0]
+    where = opened[0]  # a file replaced atomically is named, not its temporary
+    if name_part == ".CURRENT.":
+        where = Path(idx.index) / "CURRENT"
+    elif name_part == "emb-":
+        where = replaced(where)
     assert msg == f"disk full writing {where}"
     assert enc.texts  # the failure came after encoding began
     assert leftovers(idx) == []  # no torn emb-*.tmp, no .tmp-gen-* folder, no .CURRENT.*.tmp
@@ -337,7 +351,7 @@ def test_full_disk_while_compacting_the_cache_is_a_warning_after_a_good_build(id
     log = Log()
     build_index(idx, log=log, progress=False, encoder=CountingEncoder())
     monkeypatch.undo()
-    assert f"warning: disk full writing {opened[1]}; the embedding cache was not compacted" in log
+    assert f"warning: disk full writing {replaced(opened[1])}; the embedding cache was not compacted" in log
     assert leftovers(idx) == [] and len(list(cache_dir.glob("emb-*.npz"))) == 2  # old shards kept whole
     assert staleness(idx) is None
     assert NEW_SENTENCE in " ".join(p.text for p in load_index(idx).passages)
@@ -633,7 +647,7 @@ def test_hand_edited_cache_shards_are_dropped_and_encoded_again(tmp_path):
     settings = small_corpus(tmp_path, {"notes.md": small_doc("grain")})
     first = CountingEncoder(HashEncoder())
     build_index(settings, log=quiet, progress=False, encoder=first)
-    cache_dir = Path(settings.index) / "cache" / qa.index._model_key(settings)
+    cache_dir = Path(settings.index) / "cache" / qa.manifest.model_key(settings)
     (shard,) = cache_dir.glob("emb-*.npz")
     with np.load(shard) as data:
         keys = data["keys"]
@@ -730,7 +744,7 @@ def test_duplicate_texts_are_counted_apart_from_cache_hits(tmp_path):
 def test_resumed_build_counts_duplicates_and_cache_hits_apart(tmp_path, monkeypatch):
     text = small_doc("tin", n=20)
     settings = small_corpus(tmp_path, {"a.md": text, "b.md": text})
-    monkeypatch.setattr(qa.index, "CACHE_SHARD", 8)
+    monkeypatch.setattr(qa.embcache, "CACHE_SHARD", 8)
     first = CountingEncoder(HashEncoder(), fail_on_call=2)  # one shard of 8 texts, then the build dies
     with pytest.raises(EncoderCrash):
         build_index(settings, log=quiet, progress=False, encoder=first)

@@ -191,7 +191,8 @@ def test_qa_index_over_a_hostile_folder_indexes_the_rest_and_stays_up_to_date(tm
     """The index build (qa/index.py, unchanged) over every hostile file at once: one warning line
     each, the good file indexed, ids valid UTF-8 and JSON, and later staleness checks (every
     `qa ask`) neither rebuild nor crash."""
-    from qa.index import build_index, read_manifest, staleness
+    from qa.build import build_index
+    from qa.manifest import read_manifest, staleness
 
     root = _corpus(tmp_path)
     secret = _outside_secret(tmp_path)

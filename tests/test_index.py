@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import qa.index
+import qa.build
+import qa.embcache
+import qa.manifest
+import qa.storage
 from helpers_core import (
     DOC_A,
     DOC_B,
@@ -21,7 +24,9 @@ from helpers_core import (
     one_line_qaerror,
     settings_for,
 )
-from qa.index import build_index, load_index, read_manifest, staleness
+from qa.build import build_index
+from qa.index import load_index
+from qa.manifest import read_manifest, staleness
 from qa.load import load_corpus
 from qa.retrieve import retrieve
 from qa.split import split_document
@@ -243,7 +248,7 @@ def test_crash_while_writing_keeps_the_previous_index(idx, monkeypatch, after_fi
     gen_before = live_generation(idx.index)
     old_passages = load_index(idx).passages
     append_sentence(idx)
-    monkeypatch.setattr(qa.index, "_write_generation", _crashing_write(after_files))
+    monkeypatch.setattr(qa.build, "write_generation", _crashing_write(after_files))
     with pytest.raises(OSError, match="No space left"):
         update(idx)
     monkeypatch.undo()
@@ -260,15 +265,15 @@ def test_leftovers_of_a_killed_build_do_not_break_the_next_one(idx, monkeypatch)
     gen_before = live_generation(idx.index)
     append_sentence(idx)
     # a crash after the new generation is in place but before CURRENT points at it
-    real_atomic_write = qa.index.atomic_write
+    real_atomic_write = qa.storage.atomic_write
 
     def crash(path, text):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(qa.index, "atomic_write", crash)
+    monkeypatch.setattr(qa.storage, "atomic_write", crash)
     with pytest.raises(OSError):
         update(idx)
-    monkeypatch.setattr(qa.index, "atomic_write", real_atomic_write)
+    monkeypatch.setattr(qa.storage, "atomic_write", real_atomic_write)
     orphans = [p for p in Path(idx.index).glob("gen-*") if p != gen_before]
     assert len(orphans) == 1  # complete but never made live
     assert live_generation(idx.index) == gen_before
@@ -385,14 +390,14 @@ def test_no_index_is_a_qaerror_for_load(tmp_path):
 
 def test_interrupted_build_resumes_from_the_cache(tmp_path, monkeypatch):
     settings = small_corpus(tmp_path)
-    monkeypatch.setattr(qa.index, "CACHE_SHARD", 8)
+    monkeypatch.setattr(qa.embcache, "CACHE_SHARD", 8)
     first = CountingEncoder(fail_on_call=2)  # one shard of 8 texts, then the process "dies"
     with pytest.raises(EncoderCrash):
         build_index(settings, log=lambda m: None, progress=False, encoder=first)
     assert len(first.calls) == 1 and len(first.texts) == 8
     assert staleness(settings) == "no index yet"
     assert not list(Path(settings.index).glob("gen-*")) and not list(Path(settings.index).glob(".tmp-*"))
-    cache_dir = Path(settings.index) / "cache" / qa.index._model_key(settings)
+    cache_dir = Path(settings.index) / "cache" / qa.manifest.model_key(settings)
     assert len(list(cache_dir.glob("emb-*.npz"))) == 1
 
     _, second, log = update(settings)

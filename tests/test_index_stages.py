@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import qa.index
+import qa.build
+import qa.manifest
 from helpers_core import live_generation, settings_for
-from qa.index import BUILD_STAGES, RACY_NS, STAT_FIELDS, build_index, load_index, read_manifest, staleness
+from qa.build import BUILD_STAGES, build_index
+from qa.index import load_index
+from qa.manifest import RACY_NS, STAT_FIELDS, read_manifest, staleness
 
 OLD_NS = 1_700_000_000 * 10**9  # 2023-11-14: long before any build of these tests
 DOCS = {
@@ -97,7 +100,7 @@ def test_each_stage_holds_its_own_time(tmp_path, monkeypatch):
         time.sleep(0.1)
         return encoder
 
-    monkeypatch.setattr(qa.index, "_indexing_encoder", slow_loader)
+    monkeypatch.setattr(qa.build, "indexing_encoder", slow_loader)
     stages: dict[str, float] = {}
     t = time.perf_counter()
     build_index(settings, log=quiet, progress=False, on_stage=stages.__setitem__)
@@ -190,14 +193,14 @@ class Watched:
 
 
 class Reads:
-    """Counts ``qa.index._hash_file`` calls and records every read from a corpus file, by any means
+    """Counts ``qa.manifest.hash_file`` calls (staleness and build) and records every read from a corpus file, by any means
     of opening it (``qa.load.corpus_files`` opens each file, without reading it, to see that it can)."""
 
     def __init__(self, monkeypatch, corpus: Path):
         self.hashed: list[str] = []
         self.read: list[str] = []
         corpus = str(Path(corpus).resolve())
-        real_hash, real_open = qa.index._hash_file, io.open
+        real_hash, real_open = qa.manifest.hash_file, io.open
 
         def hash_file(path):
             self.hashed.append(Path(path).name)
@@ -209,7 +212,8 @@ class Reads:
                 return Watched(f, Path(file).name, self.read)
             return f
 
-        monkeypatch.setattr(qa.index, "_hash_file", hash_file)
+        monkeypatch.setattr(qa.manifest, "hash_file", hash_file)
+        monkeypatch.setattr(qa.build, "hash_file", hash_file)
         monkeypatch.setattr(io, "open", opening)  # pathlib's read_bytes / open
         monkeypatch.setattr(builtins, "open", opening)
 
@@ -231,7 +235,7 @@ def test_untouched_corpus_is_up_to_date_without_reading_a_byte(tmp_path, monkeyp
     assert staleness(settings) is None
     assert reads.hashed == [] and reads.read == []
     # the files are really there to be read: the counters see a read
-    assert qa.index._hash_file(corpus / "notes.md") == manifest["docs"]["notes.md"]["sha256"]
+    assert qa.manifest.hash_file(corpus / "notes.md") == manifest["docs"]["notes.md"]["sha256"]
     assert reads.hashed == ["notes.md"] and reads.read == ["notes.md"]
 
 

@@ -20,7 +20,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 faiss = pytest.importorskip("faiss")
 
 from qa.config import Settings  # noqa: E402
-from qa.index import _faiss_kind, build_index, load_index  # noqa: E402
+from qa.build import build_index  # noqa: E402
+from qa.dense import build_faiss, faiss_kind  # noqa: E402
+from qa.index import load_index  # noqa: E402
 from qa.retrieve import retrieve  # noqa: E402
 
 DOCS = 25
@@ -76,13 +78,13 @@ def _build(corpus: Path, index: Path, **changes) -> tuple[dict, Settings]:
 
 def test_faiss_kind_is_flat_below_hnsw_min_and_hnsw_from_it():
     s = Settings(faiss="auto", hnsw_min=1000)
-    assert _faiss_kind(999, s) == "flat"
-    assert _faiss_kind(1000, s) == "hnsw"
-    assert _faiss_kind(250_000, s) == "hnsw"
+    assert faiss_kind(999, s) == "flat"
+    assert faiss_kind(1000, s) == "hnsw"
+    assert faiss_kind(250_000, s) == "hnsw"
     assert Settings().faiss == "auto" and Settings().hnsw_min == 50_000
     for kind in ("flat", "hnsw", "ivf"):  # an explicit choice is kept at any size
-        assert _faiss_kind(10, s.replace(faiss=kind)) == kind
-        assert _faiss_kind(10**6, s.replace(faiss=kind)) == kind
+        assert faiss_kind(10, s.replace(faiss=kind)) == kind
+        assert faiss_kind(10**6, s.replace(faiss=kind)) == kind
 
 
 def test_auto_builds_hnsw_at_and_above_the_threshold_and_flat_below(corpus, tmp_path):
@@ -140,7 +142,6 @@ def test_hnsw_recall_at_10_against_exact_search():
     Unstructured random data is harder than real embeddings: with random queries the same
     index scores about 0.985 here, and real SQuAD passages score 1.0 (benchmarks/run.py).
     """
-    from qa.index import _build_faiss
 
     settings = Settings()
     rng = np.random.default_rng(0)
@@ -154,7 +155,7 @@ def test_hnsw_recall_at_10_against_exact_search():
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # a deterministic graph
     try:
-        hnsw = _build_faiss(vecs, settings.replace(faiss="hnsw"))
+        hnsw = build_faiss(vecs, settings.replace(faiss="hnsw"))
     finally:
         faiss.omp_set_num_threads(threads)
     hnsw.hnsw.efSearch = settings.hnsw_ef_search

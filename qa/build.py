@@ -1,0 +1,263 @@
+"""Step 3 (building): documents -> passages -> vectors, FAISS and BM25 -> a new index generation.
+
+``build_index`` reads only documents whose digest changed (``qa.manifest``), encodes only texts the
+embedding cache lacks (``qa.embcache``), writes a new generation and switches to it atomically
+(``qa.storage``); ``ensure_index`` does it when the index is missing or stale, then loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qa.bm25 import BM25, build_bm25, save_bm25
+from qa.config import Settings
+from qa.datatypes import Passage, QAError, text_key
+from qa.dense import build_faiss, faiss_kind, write_faiss
+from qa.embcache import compact_cache, encode_cached
+from qa.index import Index, Log, load_index, read_passages, stderr_log
+from qa.load import corpus_files, doc_id, file_sha256, load_document
+from qa.manifest import FORMAT_VERSION, STAT_FIELDS, hash_file, index_signature, model_key, read_manifest, \
+    stat_of, staleness
+from qa.split import split_document
+from qa.storage import (IndexWriteError, current_generation, drop_old_generations, drop_unused, fsync_files,
+                        locked, publish, writing)
+from qa.terms import tokenize
+
+BUILD_STAGES = ("list", "prepare", "load", "split", "encoder", "sentences", "encode", "faiss", "tokenize", "bm25",
+                "write", "cleanup", "cache")  # reported to build_index's on_stage, in this order
+OnStage = Callable[[str, float], None]
+
+
+class Laps:
+    """Reports the stages of a build to ``on_stage``: each call ends a stage begun when the previous one ended."""
+
+    def __init__(self, on_stage: OnStage | None, start: float):
+        self.on_stage, self.last = on_stage, start
+
+    def __call__(self, name: str, minus: float = 0.0) -> None:
+        """End stage ``name`` now; ``minus``: seconds of it reported as another stage (``add``)."""
+        now = time.perf_counter()
+        self.add(name, now - self.last - minus)
+        self.last = now
+
+    def add(self, name: str, seconds: float) -> None:
+        if self.on_stage is not None:
+            self.on_stage(name, max(0.0, seconds))
+
+
+def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = True) -> Index:
+    """Load the index, building or updating it first when it is missing or stale.
+
+    When the update cannot be written (read-only folder, disk full) but an index built with the
+    same settings exists, that index is loaded after a one-line warning: it answers from the
+    documents as they were when it was built.
+    """
+    reason = staleness(settings)
+    if reason:
+        log(f"index: {reason}; building {settings.index} from {settings.corpus}")
+        try:
+            build_index(settings, log=log, progress=progress)
+        except IndexWriteError as e:
+            manifest = read_manifest(Path(settings.index))
+            if manifest is None or manifest["signature"] != index_signature(settings):
+                raise
+            log(f"warning: the index was not updated ({e}); answering from the existing index")
+    return load_index(settings)
+
+
+def build_index(
+    settings: Settings, *, rebuild: bool = False, log: Log = stderr_log, progress: bool = True, encoder=None,
+    on_stage: OnStage | None = None,
+) -> dict:
+    """Build or incrementally update the index of ``settings.corpus``; returns the new manifest.
+
+    Unchanged documents keep their passages; only passages whose text is not in the
+    embedding cache are encoded. ``rebuild`` re-reads every document (the cache still applies).
+    ``on_stage(name, seconds)`` is called as each stage of ``BUILD_STAGES`` ends, in that order, with
+    its wall time; the stages cover the whole build: listing the corpus, preparing (the lock, unused
+    generations, the old index to reuse), loading (reading, hashing, parsing) and splitting the documents,
+    the encoder (loaded unless given), the sentence table, encoding, the FAISS index, tokenising and
+    BM25, writing and switching to the new generation, deleting old ones, compacting the cache.
+    """
+    folder = Path(settings.index)
+    corpus = Path(settings.corpus)
+    t0 = time.perf_counter()
+    lap = Laps(on_stage, t0)
+    files = corpus_files(corpus, follow_links=settings.follow_links)  # before the lock: a bad corpus leaves no index folder behind
+    if not files:
+        raise QAError(f"no documents in {corpus} (expected .txt, .md, .html or .pdf files)")
+    lap("list")
+    with locked(folder):
+        drop_unused(folder)  # room for the new generation first
+        signature = index_signature(settings)
+        old_manifest, old_passages = _reusable(folder, signature, rebuild)
+        lap("prepare")
+
+        docs_meta: dict[str, dict] = {}
+        skipped: dict[str, str] = {}
+        skipped_stat: dict[str, dict] = {}
+        passages: list[Passage] = []
+        n_read = 0
+        split_s = 0.0
+        for path in files:
+            did = doc_id(path, corpus)
+            stat = stat_of(path)  # before the bytes: a change after it shows in the next staleness
+            data_hash = hash_file(path)
+            old = old_manifest["docs"].get(did) if old_manifest else None
+            if old and old["sha256"] == data_hash and did in old_passages:
+                docs_meta[did] = {**{k: v for k, v in old.items() if k not in STAT_FIELDS}, **stat}
+                passages.extend(old_passages[did])
+                continue
+            try:
+                doc = load_document(path, corpus)
+            except QAError as e:
+                log(f"warning: skipped {e}")
+                skipped[did] = data_hash
+                if stat:
+                    skipped_stat[did] = stat
+                continue
+            n_read += 1
+            t_split = time.perf_counter()
+            doc_passages = split_document(doc, settings.sentences_per_passage, settings.overlap)
+            split_s += time.perf_counter() - t_split
+            docs_meta[did] = {"sha256": doc.sha256, "title": doc.title, "passages": len(doc_passages),
+                              "chars": len(doc.text), **stat}
+            passages.extend(doc_passages)
+        lap("load", minus=split_s)
+        lap.add("split", split_s)
+        if not passages:
+            raise QAError(f"no readable documents in {corpus}")
+
+        encoder = encoder or indexing_encoder(settings)
+        lap("encoder")
+        sentence_keys, sentence_texts, sentence_ptr, sentence_rows = _sentence_table(passages)
+        lap("sentences")
+        texts = [p.text for p in passages] + sentence_texts
+        keys = [p.key for p in passages] + sentence_keys
+        cache_dir = folder / "cache" / model_key(settings)
+        vectors = encode_cached(encoder, texts, keys, cache_dir, settings.batch_size, progress, log)
+        passage_vecs = vectors[: len(passages)].astype(np.float32)
+        sentence_vecs = vectors[len(passages) :].astype(np.float16)
+        lap("encode")
+
+        t_enc = time.perf_counter()
+        dense = build_faiss(passage_vecs, settings)
+        lap("faiss")
+        tokens = [tokenize(p.text) for p in passages]
+        lap("tokenize")
+        bm25 = build_bm25(tokens)
+        del tokens  # not held while the generation is written
+        lap("bm25")
+        manifest = {
+            "format": FORMAT_VERSION,
+            "signature": signature,
+            "model": {"path": settings.model_path, "name": encoder.name, "dim": int(encoder.dim),
+                      "backend": encoder.backend, "precision": encoder.precision},
+            "split": {"sentences_per_passage": settings.sentences_per_passage, "overlap": settings.overlap},
+            "faiss": faiss_kind(len(passages), settings),
+            "docs": docs_meta,
+            "skipped": skipped,
+            "skipped_stat": skipped_stat,
+            "passages": len(passages),
+            "sentences": len(sentence_texts),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        gen = publish(folder, lambda tmp: write_generation(
+            tmp, manifest, passages, dense, bm25, sentence_vecs, sentence_ptr, sentence_rows))
+        lap("write")
+        drop_old_generations(folder, keep=gen.name)
+        lap("cleanup")
+        try:
+            compact_cache(cache_dir, set(keys))
+        except IndexWriteError as e:  # the new index is live; the cache keeps its (larger) old shards
+            log(f"warning: {e}; the embedding cache was not compacted")
+        lap("cache")
+        log(
+            f"index: {len(docs_meta)} documents ({n_read} read), {len(passages)} passages, "
+            f"{len(sentence_texts)} sentences in {time.perf_counter() - t0:.1f}s "
+            f"(FAISS+BM25 {time.perf_counter() - t_enc:.1f}s)"
+        )
+        return manifest
+
+
+def _reusable(folder: Path, signature: dict, rebuild: bool) -> tuple[dict | None, dict[str, list[Passage]]]:
+    """The old manifest and passages by document, when they can seed an incremental update."""
+    if rebuild:
+        return None, {}
+    try:
+        manifest = read_manifest(folder)
+        if manifest is None or manifest.get("signature") != signature:
+            return None, {}
+        gen = current_generation(folder)
+        if file_sha256(gen / "passages.json") != manifest["files"]["passages.json"]:
+            return None, {}  # damaged: never carry its passages into a new generation
+        by_doc: dict[str, list[Passage]] = {}
+        for p in read_passages(gen):
+            by_doc.setdefault(p.doc, []).append(p)
+        return manifest, by_doc
+    except (QAError, OSError, ValueError, KeyError, TypeError):
+        return None, {}
+
+
+def _sentence_table(passages: list[Passage]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Unique sentences (overlapping passages share them) and each passage's sentence rows."""
+    row_of: dict[tuple[str, int, int], int] = {}
+    keys: list[str] = []
+    texts: list[str] = []
+    ptr = np.zeros(len(passages) + 1, dtype=np.int64)
+    rows: list[int] = []
+    for i, p in enumerate(passages):
+        for s, e in p.sentences:
+            ident = (p.doc, s, e)
+            row = row_of.get(ident)
+            if row is None:
+                row = row_of[ident] = len(texts)
+                text = p.text[s - p.start : e - p.start]
+                texts.append(text)
+                keys.append(text_key(text))
+            rows.append(row)
+        ptr[i + 1] = len(rows)
+    return keys, texts, ptr, np.asarray(rows, dtype=np.int32)
+
+
+def indexing_encoder(settings: Settings):
+    """The encoder ``build_index`` loads when it is given none: the settings' model, backend and precision
+    (for callers that wrap it, as the benchmark does to time each call)."""
+    from qa.embed import load_encoder
+
+    return load_encoder(settings.model_path, backend=settings.backend, precision=settings.precision)
+
+
+def write_generation(folder: Path, manifest: dict, passages: list[Passage], dense, bm25: BM25,
+                     sentence_vecs: np.ndarray, sentence_ptr: np.ndarray, sentence_rows: np.ndarray) -> None:
+    columns = {
+        "doc": [p.doc for p in passages],
+        "ordinal": [p.ordinal for p in passages],
+        "start": [p.start for p in passages],
+        "end": [p.end for p in passages],
+        "line": [p.line for p in passages],
+        "text": [p.text for p in passages],
+        "sentences": [[list(s) for s in p.sentences] for p in passages],
+    }
+    with writing(folder / "passages.json"):
+        (folder / "passages.json").write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
+    with writing(folder / "dense.faiss"):
+        write_faiss(dense, folder / "dense.faiss")
+    with writing(folder / "sentences.npy"):
+        np.save(folder / "sentences.npy", sentence_vecs)
+    with writing(folder / "sentence_table.npz"):
+        np.savez(folder / "sentence_table.npz", ptr=sentence_ptr, rows=sentence_rows)
+    try:
+        save_bm25(bm25, folder)  # bm25.npz, then bm25_vocab.json
+    except OSError as e:
+        vocab = folder / "bm25_vocab.json"
+        raise IndexWriteError(vocab if vocab.exists() else folder / "bm25.npz", e) from e
+    manifest["files"] = {f.name: file_sha256(f) for f in sorted(folder.iterdir())}
+    with writing(folder / "manifest.json"):
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    fsync_files(folder)

@@ -1,0 +1,95 @@
+"""The dense index: FAISS over the passage vectors, built, written, read and searched here.
+
+Exact inner product (``flat``) below ``hnsw_min`` passages, HNSW above (``auto``), or IVF on
+request; vectors are stored as float16 in every kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qa.config import Settings
+from qa.datatypes import QAError
+
+KINDS = ("flat", "hnsw", "ivf")
+EF_CONSTRUCTION = 80
+
+
+def faiss_kind(n: int, settings: Settings) -> str:
+    """The FAISS index type for ``n`` passages under ``settings``."""
+    if settings.faiss != "auto":
+        return settings.faiss
+    return "hnsw" if n >= settings.hnsw_min else "flat"
+
+
+def build_faiss(vecs: np.ndarray, settings: Settings):
+    """The dense index over ``vecs``, its vectors stored as float16 (``tune`` sets its search depth).
+
+    The vectors come out of the float16 embedding cache, so float16 storage loses nothing
+    and halves the memory and the bytes each search reads.
+    """
+    import faiss
+
+    dim = vecs.shape[1]
+    kind = faiss_kind(len(vecs), settings)
+    fp16, ip = faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        index = faiss.IndexScalarQuantizer(dim, fp16, ip)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWSQ(dim, fp16, settings.hnsw_m, ip)
+        index.hnsw.efConstruction = EF_CONSTRUCTION
+    elif kind == "ivf":
+        nlist = max(1, min(int(4 * np.sqrt(len(vecs))), len(vecs) // 39 or 1))
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, fp16, ip)
+        index.make_direct_map()
+    else:
+        raise QAError(f"unknown FAISS index type '{kind}': expected one of auto, {', '.join(KINDS)}")
+    index.train(vecs)
+    index.add(vecs)
+    return index
+
+
+def tune(index, kind: str, settings: Settings) -> None:
+    """Set the search-time parameters of a ``kind`` index: HNSW's efSearch from the settings,
+    IVF's nprobe (an eighth of the lists, at least 8)."""
+    if kind == "hnsw":
+        index.hnsw.efSearch = settings.hnsw_ef_search
+    elif kind == "ivf":
+        index.nprobe = max(8, index.nlist // 8)
+
+
+def write_faiss(index, path: Path) -> None:
+    """Write ``index`` to ``path``; serialised here so that a write error is an OSError with its errno."""
+    import faiss
+
+    with open(path, "wb") as f:
+        f.write(faiss.serialize_index(index).tobytes())
+
+
+def read_faiss(path: Path, kind: str, settings: Settings):
+    """The index in ``path``, tuned for search (see ``tune``)."""
+    import faiss
+
+    index = faiss.read_index(str(path))
+    tune(index, kind, settings)
+    return index
+
+
+def dense_top(dense, qvec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and inner-product scores of the k nearest passages in ``dense``, best first.
+
+    One query runs on one OpenMP thread: a second thread gains little for one vector, and
+    OpenMP's barriers cost tens of milliseconds when the other core is busy.
+    """
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        scores, rows = dense.search(np.ascontiguousarray(qvec[None, :], dtype=np.float32), k)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    keep = rows[0] >= 0
+    return rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float64)

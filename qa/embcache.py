@@ -1,0 +1,97 @@
+"""The embedding cache: vectors by text key (``qa.datatypes.text_key``), in shards under
+``<index>/cache/<model key>/``, so a re-index encodes only new text and an interrupted build
+resumes where it stopped (shards are written as encoding goes)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qa.progress import progress
+from qa.storage import atomic_write, writing
+
+ENCODE_RATE = 70  # texts/s, for the warning before a long build (about 70-80 on a 2-core AMD EPYC, fp32)
+CACHE_SHARD = 512  # texts encoded between two cache writes
+Log = Callable[[str], None]
+
+
+def encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, batch_size: int,
+                  show_progress: bool, log: Log) -> np.ndarray:
+    """Embeddings for ``texts``, taking what the cache has and adding the rest to it as it goes.
+
+    Each distinct text is encoded once; the log counts repeated texts and cache hits apart."""
+    cache = read_cache(cache_dir, dim=int(encoder.dim))
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each distinct text's first position
+    missing = sorted(i for k, i in first.items() if k not in cache)
+    if missing:
+        duplicates = len(keys) - len(first)
+        cached = len(first) - len(missing)
+        counts = [f"{duplicates} duplicates"] if duplicates else []
+        if duplicates or cached:
+            counts.append(f"{cached} from cache")
+        log(f"index: encoding {len(missing)} texts" + (f" ({', '.join(counts)})" if counts else ""))
+        minutes = len(missing) / ENCODE_RATE / 60
+        if minutes >= 2:
+            log(f"index: this will take about {minutes:.0f} minutes; an interrupted build resumes where it "
+                "stopped, and `qa ask --no-build` answers from the existing index meanwhile")
+        bar = progress(total=len(missing), desc="encoding", enabled=show_progress)
+        try:
+            for at in range(0, len(missing), CACHE_SHARD):
+                chunk = sorted(missing[at : at + CACHE_SHARD], key=lambda i: len(texts[i]))  # less padding
+                parts = []
+                for b in range(0, len(chunk), batch_size):
+                    batch = [texts[i] for i in chunk[b : b + batch_size]]
+                    parts.append(encoder.encode(batch, batch_size=batch_size).astype(np.float16))
+                    bar.update(len(batch))
+                vecs = np.concatenate(parts)
+                chunk_keys = [keys[i] for i in chunk]
+                write_shard(cache_dir, chunk_keys, vecs)
+                cache.update(zip(chunk_keys, vecs))
+        finally:
+            bar.close()  # an error message then starts on a line of its own
+    return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
+
+
+def read_cache(cache_dir: Path, dim: int | None = None) -> dict[str, np.ndarray]:
+    """The cached embeddings by text key. A shard that is torn (a crash) or not a shard of
+    ``dim``-wide vectors (hand-edited) is deleted: its texts are encoded again."""
+    cache: dict[str, np.ndarray] = {}
+    for shard in sorted(cache_dir.glob("emb-*.npz")) if cache_dir.is_dir() else []:
+        try:
+            with np.load(shard) as data:
+                keys, vecs = data["keys"], data["vecs"]
+            if not (keys.ndim == 1 and (keys.dtype.kind == "U" or not len(keys)) and vecs.ndim == 2
+                    and len(vecs) == len(keys) and vecs.dtype.kind == "f" and dim in (None, vecs.shape[1])):
+                raise ValueError(f"{shard.name} is not a cache shard")
+            cache.update(zip(keys.tolist(), vecs.astype(np.float16, copy=False)))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            shard.unlink(missing_ok=True)
+    return cache
+
+
+def write_shard(cache_dir: Path, keys: list[str], vecs: np.ndarray) -> Path:
+    """Write one shard of ``vecs`` under ``keys`` (atomically: a torn shard is never left behind)."""
+    path = cache_dir / f"emb-{time.time_ns()}-{uuid.uuid4().hex[:6]}.npz"
+    with writing(cache_dir):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    with writing(path):
+        atomic_write(path, lambda f: np.savez(f, keys=np.asarray(keys), vecs=vecs))
+    return path
+
+
+def compact_cache(cache_dir: Path, live: set[str]) -> None:
+    """Keep only the embeddings of live texts, in one shard."""
+    shards = sorted(cache_dir.glob("emb-*.npz"))
+    if len(shards) <= 1:
+        return
+    cache = {k: v for k, v in read_cache(cache_dir).items() if k in live}
+    if cache:
+        keep = write_shard(cache_dir, list(cache), np.stack(list(cache.values())))
+        shards = [s for s in shards if s != keep]
+    for shard in shards:
+        shard.unlink(missing_ok=True)

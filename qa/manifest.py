@@ -1,0 +1,175 @@
+"""What an index generation holds and whether it is up to date: the manifest, the index's
+signature, and staleness.
+
+``manifest.json`` (in each generation) records the signature (everything besides the
+documents that the index depends on: format, model identity, split and FAISS settings), every
+document's sha256, title, passage count and file status, and the sha256 of every other file of
+the generation. Staleness is judged as git judges its work tree: the manifest records each
+document's size, mtime, ctime and inode as the build read it, and only files whose status
+differs (or has none recorded: an older manifest, a file modified just before the build) are
+read and hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from qa.config import Settings
+from qa.load import corpus_files, doc_id, file_hash
+from qa.storage import CURRENT, damaged, with_current
+
+FORMAT_VERSION = 2  # 2: float16 FAISS storage
+GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", "passages.json", "sentence_table.npz",
+                    "sentences.npy")  # besides manifest.json, which lists their digests
+STAT_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino")  # recorded per document: unchanged means not re-hashed
+RACY_NS = 2_000_000_000  # a file modified less than this before it was read is hashed every time (see stat_of)
+
+
+def index_signature(settings: Settings) -> dict:
+    """What, besides the documents, an index depends on: any change means a rebuild."""
+    return {
+        "format": FORMAT_VERSION,
+        "model": model_key(settings),
+        "sentences_per_passage": settings.sentences_per_passage,
+        "overlap": settings.overlap,
+        "faiss": settings.faiss,
+        "hnsw_min": settings.hnsw_min if settings.faiss == "auto" else None,
+        "hnsw_m": settings.hnsw_m,
+    }
+
+
+def model_key(settings: Settings) -> str:
+    """The embedding model and precision an index's vectors come from (also the cache folder's name)."""
+    path = Path(settings.model_path)
+    return f"{path.name}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}-{settings.precision}"
+
+
+def staleness(settings: Settings) -> str | None:
+    """Why the index must be (re)built, or None when it is up to date with the corpus."""
+    manifest = read_manifest(Path(settings.index))
+    if manifest is None:
+        corpus_files(Path(settings.corpus), follow_links=settings.follow_links)  # a missing corpus is the error
+        return "no index yet"
+    if manifest.get("signature") != index_signature(settings):
+        return "index settings or model changed"
+    known = {**{d: meta["sha256"] for d, meta in manifest["docs"].items()}, **manifest.get("skipped", {})}
+    docs = corpus_digests(settings, manifest, known)
+    if known == docs:
+        return None
+    added = len(set(docs) - set(known))
+    removed = len(set(known) - set(docs))
+    changed = sum(1 for d in docs if d in known and known[d] != docs[d])
+    return f"corpus changed ({added} added, {changed} changed, {removed} removed)"
+
+
+def corpus_digests(settings: Settings, manifest: dict, known: dict[str, str]) -> dict[str, str]:
+    """Document id -> sha256 of the raw bytes for every file that would be loaded, as
+    ``qa.load.fingerprint`` gives it, judging by the file's status first, as git does: a file whose
+    size, mtime, ctime and inode all equal what the manifest recorded when the build read it still
+    holds the bytes it held then, and keeps its recorded digest unread. Any other file is hashed: a
+    changed status, or a document the manifest recorded no status for (an older manifest, a racy file).
+    ``known`` is the manifest's digest by document id, documents and skipped files."""
+    corpus = Path(settings.corpus)
+    recorded = {d: meta for d, meta in manifest["docs"].items()}
+    skipped_stat = manifest.get("skipped_stat")
+    if not isinstance(skipped_stat, dict):
+        skipped_stat = {}
+    recorded.update((d, skipped_stat.get(d)) for d in manifest.get("skipped", {}))
+    out = {}
+    for p in corpus_files(corpus, follow_links=settings.follow_links, warn=lambda msg: None):
+        did = doc_id(p, corpus)
+        try:
+            was = recorded.get(did)
+            if did in known and isinstance(was, dict) and same_stat(was, os.stat(p)):
+                out[did] = known[did]
+            else:
+                out[did] = hash_file(p)
+        except OSError:  # gone or locked since it was listed: left out like an unreadable file
+            continue
+    return out
+
+
+def same_stat(recorded: dict, st: os.stat_result) -> bool:
+    """Whether ``st`` is the status ``stat_of`` recorded; False when any field is missing or not an int."""
+    now = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+    return all(type(recorded.get(k)) is int and recorded[k] == now[k] for k in STAT_FIELDS)
+
+
+def stat_of(path: Path) -> dict:
+    """The status of ``path`` to record in the manifest, taken before its bytes are read, or {} (it is
+    then hashed by every ``staleness``) when it cannot be taken or when the file was modified less than
+    ``RACY_NS`` before: a file written again within its timestamp's granularity (coarse clock ticks,
+    seconds on some file systems) after the build read it could keep its mtime and size ("racily
+    clean", in git's words). An older mtime always changes when the file is written."""
+    now = time.time_ns()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    if st.st_mtime_ns > now - RACY_NS:
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+
+
+def hash_file(path: Path) -> str:
+    """sha256 of the raw bytes of ``path`` (the digest the manifest records)."""
+    return file_hash(path.read_bytes())
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The live generation's manifest; None when there is no index; QAError when it is damaged."""
+    return with_current(Path(folder), lambda gen: read_manifest_of(Path(folder), gen))
+
+
+def read_manifest_of(folder: Path, gen: Path) -> dict:
+    """The manifest of generation ``gen``, checked; QAError naming manifest.json when it is bad."""
+    if not gen.is_dir():
+        raise damaged(folder, f"{CURRENT} points nowhere")
+    try:
+        manifest = json.loads((gen / "manifest.json").read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise damaged(folder, "manifest.json is missing") from None
+    except (OSError, ValueError, RecursionError):
+        raise damaged(folder, "manifest.json is unreadable") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise damaged(folder, f"manifest.json {problem}")
+    return manifest
+
+
+def _is_int(value) -> bool:
+    return type(value) is int
+
+
+def manifest_problem(m) -> str | None:
+    """What is wrong with a manifest read from disk, or None."""
+    if not isinstance(m, dict):
+        return "is not a JSON object"
+    if not isinstance(m.get("signature"), dict):
+        return "has no signature"
+    docs = m.get("docs")
+    if not isinstance(docs, dict) or not all(
+        isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("title"), str)
+        and _is_int(meta.get("passages")) for meta in docs.values()
+    ):
+        return "has a bad list of documents"
+    skipped = m.get("skipped", {})
+    if not isinstance(skipped, dict) or not all(isinstance(v, str) for v in skipped.values()):
+        return "has a bad list of skipped files"
+    files = m.get("files")
+    if not isinstance(files, dict) or sorted(files) != sorted(GENERATION_FILES) or not all(
+        isinstance(v, str) for v in files.values()
+    ):
+        return "does not list the index files"
+    if m.get("faiss") not in ("flat", "hnsw", "ivf"):
+        return "has an unknown FAISS index type"
+    if not _is_int(m.get("passages")) or not _is_int(m.get("sentences")):
+        return "has bad passage or sentence counts"
+    model = m.get("model")
+    if not isinstance(model, dict) or not _is_int(model.get("dim")) or model["dim"] < 1:
+        return "has a bad model entry"
+    return None
