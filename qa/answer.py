@@ -21,9 +21,6 @@ from qa.metrics import normalize_answer
 from qa.reader import SpanReader
 from qa.datatypes import Answer, Citation, Hit, Passage
 
-NOT_FOUND = "The documents do not answer this question. The nearest passages are listed below."
-
-
 @dataclass
 class Candidate:
     """One span the reader proposed, with its features and calibrated scores."""
@@ -69,6 +66,14 @@ def reader_answers(reader: SpanReader, calibration: Calibration, question: str, 
                    threshold: float, max_answers: int) -> tuple[list[Answer], dict[str, float]]:
     """Distinct answers (best first, empty when abstaining) and the reader's timings."""
     ranked, ms = reader_candidates(reader, calibration, question, hits)
+    return select_answers(ranked, hits, calibration, threshold=threshold, max_answers=max_answers), \
+        {"reader": round(ms, 3)}
+
+
+def select_answers(ranked: list[Candidate], hits: list[Hit], calibration: Calibration, *, threshold: float,
+                   max_answers: int) -> list[Answer]:
+    """The distinct answers among the ranked candidates at or above ``threshold``, best first:
+    one per sentence and per normalised span."""
     answers: list[Answer] = []
     seen: set[str] = set()
     for cand in ranked:
@@ -80,7 +85,7 @@ def reader_answers(reader: SpanReader, calibration: Calibration, question: str, 
             continue
         seen.add(norm)
         answers.append(to_answer(cand, p, calibration))
-    return answers, {"reader": round(ms, 3)}
+    return answers
 
 
 def _same_sentence(answer: Answer, p: Passage, cand: Candidate) -> bool:

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa.answer import NOT_FOUND, citation, reader_answers
+from qa.abstain import explain
+from qa.answer import citation, reader_candidates, select_answers
 from qa.calibration import Calibration, calibration_for
 from qa.config import MAX_QUESTION_CHARS, Settings
 from qa.build import ensure_index
@@ -102,20 +103,26 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
     t1 = time.perf_counter()
     hits = found.hits[: settings.k]
     step_ms: dict[str, float] = {}
+    needed = threshold(engine, settings)
+    best: float | None = None  # the best candidate's confidence, for the abstention's reason
     if settings.answerer == "reader":
         if engine.reader is None or engine.calibration is None:
             raise QAError("this engine was opened without a reader (open it with answerer='reader')")
-        answers, step_ms = reader_answers(engine.reader, engine.calibration, query, hits[: settings.read],
-                                          threshold=threshold(engine, settings), max_answers=settings.max_answers)
+        read = hits[: settings.read]
+        ranked_spans, reader_ms = reader_candidates(engine.reader, engine.calibration, query, read)
+        answers = select_answers(ranked_spans, read, engine.calibration, threshold=needed,
+                                 max_answers=settings.max_answers)
+        step_ms = {"reader": round(reader_ms, 3)}
+        best = max((c.probability for c in ranked_spans), default=None)
     else:
         from qa.heuristic import extract
 
         qvec = found.query_vector
         if qvec is None:
             qvec = engine.encoder.encode([query])[0]
-        answers = extract(question, query, hits, engine.index, qvec,
-                          settings.replace(threshold=threshold(engine, settings)))
+        answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=needed))
     citations = [citation(n, hit, engine.index) for n, hit in enumerate(hits, start=1)]
+    abstention = None if answers else explain(question, engine.index, citations, best=best, threshold=needed)
     t2 = time.perf_counter()
     ranked = found.hits
     if depth > normal:  # deeper than the answer's retrieval goes: a second, separate retrieval
@@ -133,7 +140,8 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         citations=citations,
         mode=settings.mode,
         timings_ms=timings,
-        message="" if answers else NOT_FOUND,
+        message=abstention.text if abstention else "",
         hits=ranked if depth else [],
         understood=decision.understanding,
+        abstention=abstention,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import textwrap
@@ -61,6 +62,7 @@ def to_dict(result: Result) -> dict:
         "searched_as": result.understood.query if result.understood else result.question,
         "followup": bool(result.understood and result.understood.followup),
         "followup_reason": result.understood.why if result.understood else "",
+        "abstention": dataclasses.asdict(result.abstention) if result.abstention else None,
     }
 
 

@@ -1,0 +1,73 @@
+"""Why the system abstained, in plain words, and the nearest passage it offers instead.
+
+Two reasons, checked in this order:
+
+* **unmentioned**: the question names something (a name, code or number:
+  :func:`qa.calibration.specific_terms`) that no indexed document mentions — looked up in the
+  BM25 vocabulary, which holds every term of every passage under the same tokenizer, so the
+  check costs a dictionary look-up per name however large the corpus;
+* **weak**: the documents mention what is asked about, but the best answer found is below the
+  confidence an answer needs (or nothing answer-like was found).
+"""
+
+from __future__ import annotations
+
+from qa.calibration import missing_terms, specific_terms
+from qa.datatypes import Abstention, Citation
+from qa.index import Index
+from qa.terms import tokenize
+
+SAY_NOT_FOUND = "The documents do not answer this question"
+
+
+def unmentioned(question: str, index: Index) -> list[str]:
+    """The names, codes and numbers of ``question`` that no passage of ``index`` mentions.
+
+    A name counts as mentioned when any of its terms is in the index, or a term of the same
+    stem ("China" by "Chinese", as :func:`qa.calibration.missing_terms` judges)."""
+    vocab = index.bm25.vocab
+    out = []
+    for name in specific_terms(question):
+        terms = tokenize(name)
+        if not terms or any(t in vocab for t in terms):
+            continue
+        if not any(c.isdigit() for c in name) and not missing_terms([name], " ".join(_stem_neighbours(vocab, name))):
+            continue
+        out.append(name)
+    return out
+
+
+def _stem_neighbours(vocab: dict[str, int], name: str) -> list[str]:
+    """The vocabulary's terms that share the name's first four letters (candidates for the same stem)."""
+    head = name.lower()[:4]
+    return [t for t in vocab if t.startswith(head)]
+
+
+def explain(question: str, index: Index, citations: list[Citation], *, best: float | None,
+            threshold: float) -> Abstention:
+    """The abstention for ``question``: its reason in one plain sentence, naming the nearest passage.
+
+    ``best``: the best answer candidate's confidence (None when the answerer found none or gives
+    no probability); ``threshold``: the confidence an answer needs."""
+    nearest = citations[0].n if citations else None
+    offer = (f" The nearest passage is [{nearest}], {citations[0].doc} line {citations[0].line}."
+             if citations else " No passage came close.")
+    missing = unmentioned(question, index)
+    if missing:
+        names = _join([f"“{m}”" for m in missing])
+        return Abstention("unmentioned", f"{SAY_NOT_FOUND}: no document mentions {names}.{offer}",
+                          missing, _round(best), _round(threshold), nearest)
+    if best is None:
+        why = f"the best match is too weak (no answer found reaches the confidence needed, {threshold:.2f})"
+    else:
+        why = (f"the best match is too weak (the best answer found has confidence {best:.2f}; "
+               f"an answer needs {threshold:.2f})")
+    return Abstention("weak", f"{SAY_NOT_FOUND}: {why}.{offer}", [], _round(best), _round(threshold), nearest)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]

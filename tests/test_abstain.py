@@ -1,0 +1,65 @@
+"""Abstention says why in plain words (a name no document mentions; a match too weak) and offers the
+nearest passage, in the text, the JSON and (tests/test_ui.py) the page."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers_core import settings_for, template
+from qa.abstain import explain, unmentioned
+from qa.datatypes import Citation
+from qa.index import load_index
+from qa.present import to_dict, to_json, to_text
+
+NEAR = Citation(n=1, doc="a.txt", title="A", passage=0, start=0, end=10, line=7, text="Some text.")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    return load_index(settings_for(template(tmp_path_factory)))
+
+
+@pytest.mark.parametrize("question,missing", [
+    ("Which country won the 2022 FIFA World Cup?", ["FIFA", "Cup"]),  # 2022 and "World" are in the documents
+    ("What is the capital of France?", ["France"]),
+    ("How many drones did Russia buy in 2031?", ["2031"]),
+    ("What does the Chinese government think?", []),  # "China" is mentioned: the same stem
+    ("What is SEPAM?", []),
+    ("how many drones?", []),  # names nothing
+])
+def test_names_no_document_mentions(index, question, missing):
+    assert unmentioned(question, index) == missing
+
+
+def test_unmentioned_name_is_the_reason_and_the_nearest_passage_is_offered(index):
+    a = explain("Which country won the 2022 FIFA World Cup?", index, [NEAR], best=0.1, threshold=0.48)
+    assert a.reason == "unmentioned" and a.missing == ["FIFA", "Cup"] and a.nearest == 1
+    assert a.text == ("The documents do not answer this question: no document mentions “FIFA” or “Cup”. "
+                      "The nearest passage is [1], a.txt line 7.")
+
+
+def test_weak_match_says_how_weak(index):
+    a = explain("What is SEPAM?", index, [NEAR], best=0.29191, threshold=0.480013)
+    assert a.reason == "weak" and (a.best, a.threshold) == (0.2919, 0.48)
+    assert "the best match is too weak (the best answer found has confidence 0.29; an answer needs 0.48)" in a.text
+    none = explain("What is SEPAM?", index, [], best=None, threshold=0.5)
+    assert "no answer found reaches the confidence needed, 0.50" in none.text
+    assert none.text.endswith("No passage came close.") and none.nearest is None
+
+
+def test_ask_explains_in_text_and_json(idx, fast):
+    from qa.pipeline import ask, open_engine
+
+    engine = open_engine(idx, progress=False)
+    result = ask(engine, "Which country won the 2022 FIFA World Cup?")
+    assert result.abstained and result.abstention.reason == "unmentioned"
+    text = to_text(result)
+    assert "A: The documents do not answer this question: no document mentions “FIFA” or “Cup”." in text
+    assert f"The nearest passage is [1], {result.citations[0].doc} line {result.citations[0].line}." in text
+    data = json.loads(to_json(result))
+    assert data["abstention"]["reason"] == "unmentioned" and data["abstention"]["nearest"] == 1
+    assert data["message"] == result.abstention.text
+    answered = ask(engine, "Through which sea are Iranian drones shipped to Russia?")
+    assert answered.abstention is None and to_dict(answered)["abstention"] is None
