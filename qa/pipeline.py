@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qa.abstain import explain
 from qa.answer import citation, reader_candidates, select_answers
+from qa.disagree import disagreement
 from qa.calibration import Calibration, calibration_for
 from qa.config import MAX_QUESTION_CHARS, Settings
 from qa.build import ensure_index
@@ -144,4 +145,5 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         hits=ranked if depth else [],
         understood=decision.understanding,
         abstention=abstention,
+        disagreement=disagreement(answers),
     )

@@ -63,7 +63,30 @@ def to_dict(result: Result) -> dict:
         "followup": bool(result.understood and result.understood.followup),
         "followup_reason": result.understood.why if result.understood else "",
         "abstention": dataclasses.asdict(result.abstention) if result.abstention else None,
+        "disagreement": disagreement_dict(result),
     }
+
+
+def disagreement_dict(result: Result) -> dict | None:
+    """The JSON of ``Result.disagreement``: its kind and, per document, the span, the sentence and
+    its citation."""
+    d = result.disagreement
+    if d is None:
+        return None
+    return {"kind": d.kind, "answers": [{"span": a.span, "text": a.text, "citation": a.citation, "doc": a.doc}
+                                        for a in d.answers]}
+
+
+def differ_line(result: Result) -> str:
+    """"Sources differ: [1] says “1,700” (a.txt:9); [3] says “hundreds” (b.txt:6)." — empty when
+    they do not. Plain text: the caller escapes it for its medium."""
+    d = result.disagreement
+    if d is None:
+        return ""
+    cites = {c.n: c for c in result.citations}
+    said = [f"[{a.citation}] says “{a.span}” ({cites[a.citation].doc}:{cites[a.citation].line})"
+            if a.citation in cites else f"[{a.citation}] says “{a.span}”" for a in d.answers]
+    return f"Sources differ: {'; '.join(said)}."
 
 
 def to_text(result: Result, *, color: bool = False) -> str:
@@ -81,6 +104,8 @@ def to_text(result: Result, *, color: bool = False) -> str:
         label = "A:" if i == 0 else "  also:"
         lines.append(f"{label} {mark_span(a, '**', '**', bold, reset, clean=plain)} [{a.citation}]")
         lines.append(f"   {dim}confidence {a.score:.2f} ({plain(answer_label(a))}){reset}")
+    if result.disagreement:
+        lines.append(f"{bold}{plain(differ_line(result))}{reset}")
     if result.citations:
         lines.append("")
     for c in result.citations:

@@ -22,7 +22,7 @@ from qa.manifest import staleness
 from qa.load import load_corpus
 
 QA = Path(sys.executable).with_name("qa")
-TOP_KEYS = {"question", "answers", "citations", "mode", "timings_ms", "searched_as", "followup", "followup_reason", "abstention"}
+TOP_KEYS = {"question", "answers", "citations", "mode", "timings_ms", "searched_as", "followup", "followup_reason", "abstention", "disagreement"}
 ANSWER_KEYS = {"text", "span", "score", "confidence", "citation", "doc", "start", "end", "span_start", "span_end"}
 CITATION_KEYS = {"n", "doc", "title", "passage", "start", "end", "line", "text"}
 JET_QUESTION = "Which aircraft did Iran buy from Russia?"
