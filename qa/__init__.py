@@ -16,6 +16,12 @@ Names are imported on first use, so ``import qa`` stays cheap for the CLI.
 from __future__ import annotations
 
 import importlib
+import os
+
+# No model is ever fetched from a hub: every process that imports qa runs Hugging Face's libraries
+# offline. The one place this is set.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 _EXPORTS = {
     "Settings": "qa.config",

