@@ -11,7 +11,7 @@ threshold the system abstains. ``--answerer heuristic`` keeps the older sentence
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,10 +33,65 @@ class Candidate:
     probability: float = 0.0
 
 
-def citation(n: int, hit: Hit, index: Index) -> Citation:
-    p = hit.passage
-    return Citation(n=n, doc=p.doc, title=index.titles.get(p.doc, p.doc), passage=p.ordinal,
-                    start=p.start, end=p.end, line=p.line, text=p.text)
+def cite(hits: list[Hit], answers: list[Answer], index: Index) -> tuple[list[Citation], list[Answer]]:
+    """The numbered citations of ``hits`` and the ``answers`` pointing at them.
+
+    Hits whose passages overlap in one document (neighbours share a sentence) become one
+    citation of their joined text, so the same lines are never listed twice; citations are
+    numbered by their best hit's rank. Each answer (whose ``citation`` numbers a hit, from 1)
+    gets its citation's number and the line (and page) where its text starts; a citation's
+    ``line`` is that of the best answer quoting it, else of its text's start.
+    """
+    groups = _overlapping(hits)
+    number = {i: n for n, group in enumerate(groups, start=1) for i in group}
+    out: list[Answer] = []
+    for a in answers:
+        line, page, page_line = hits[a.citation - 1].passage.locate(a.start)
+        out.append(replace(a, citation=number[a.citation - 1], line=line, page=page or None,
+                           page_line=page_line or None))
+    citations = []
+    for n, group in enumerate(groups, start=1):
+        parts = sorted((hits[i].passage for i in group), key=lambda p: (p.start, p.end))
+        first, text, end = parts[0], parts[0].text, parts[0].end
+        for p in parts[1:]:
+            if p.end > end:
+                text += p.text[end - p.start :]
+                end = p.end
+        last = max(parts, key=lambda p: p.end)
+        quoted = next((a for a in out if a.citation == n), None)
+        if quoted is not None:
+            line, page, page_line = quoted.line, quoted.page or 0, quoted.page_line or 0
+        else:
+            line, page, page_line = first.locate(first.start)
+        end_line, end_page, _ = last.locate(end)
+        citations.append(Citation(
+            n=n, doc=first.doc, title=index.titles.get(first.doc, first.doc), passage=first.ordinal,
+            start=first.start, end=end, line=line, text=text, passage_line=first.line, passage_end_line=end_line,
+            page=page or None, page_line=page_line or None,
+            passage_pages=(first.page, end_page) if first.page else None, heading=first.heading,
+        ))
+    return citations, out
+
+
+def _overlapping(hits: list[Hit]) -> list[list[int]]:
+    """Hit positions grouped by overlapping text (transitively, within a document), each group in
+    rank order, the groups ordered by their first hit."""
+    parent = list(range(len(hits)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(hits):
+        for j in range(i):
+            b = hits[j].passage
+            if b.doc == a.passage.doc and b.start < a.passage.end and a.passage.start < b.end:
+                parent[max(root(i), root(j))] = min(root(i), root(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(hits)):
+        groups.setdefault(root(i), []).append(i)
+    return [groups[r] for r in sorted(groups)]
 
 
 def reader_candidates(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit]

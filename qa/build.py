@@ -243,6 +243,9 @@ def write_generation(folder: Path, manifest: dict, passages: list[Passage], dens
         "line": [p.line for p in passages],
         "text": [p.text for p in passages],
         "sentences": [[list(s) for s in p.sentences] for p in passages],
+        "page": [p.page for p in passages],
+        "page_line": [p.page_line for p in passages],
+        "heading": [p.heading for p in passages],
     }
     with writing(folder / "passages.json"):
         (folder / "passages.json").write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")

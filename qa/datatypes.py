@@ -36,6 +36,22 @@ class Passage:
     line: int  # 1-based line of the document where the passage starts
     text: str  # == document.text[start:end]
     sentences: tuple[tuple[int, int], ...]  # (start, end) of each sentence, document offsets
+    page: int = 0  # 1-based page where the passage starts, for a paged document (a PDF); 0: no pages
+    page_line: int = 0  # 1-based line of that page where the passage starts; 0: no pages
+    heading: str = ""  # the heading of the section the passage is in: context, never part of ``text``
+
+    def locate(self, offset: int) -> tuple[int, int, int]:
+        """(line, page, line on the page) of document offset ``offset`` inside this passage;
+        page and line on the page are 0 for a document without pages. Pages are separated by a
+        form feed, which starts the first line of its page."""
+        rel = max(0, min(offset, self.end) - self.start)
+        line = self.line + self.text.count("\n", 0, rel)
+        if not self.page:
+            return line, 0, 0
+        feed = self.text.rfind("\f", 0, rel)
+        if feed < 0:
+            return line, self.page, self.page_line + self.text.count("\n", 0, rel)
+        return line, self.page + self.text.count("\f", 0, rel), 1 + self.text.count("\n", feed, rel)
 
     @property
     def key(self) -> str:
@@ -61,16 +77,22 @@ class Hit:
 
 @dataclass
 class Citation:
-    """A numbered reference to a passage, as shown to the user."""
+    """A numbered reference to a passage (or to overlapping passages, merged), as shown to the user."""
 
     n: int
     doc: str
     title: str
-    passage: int  # Passage.ordinal
-    start: int
+    passage: int  # Passage.ordinal (the first, when overlapping passages were merged)
+    start: int  # document offsets of the cited text
     end: int
-    line: int
-    text: str
+    line: int  # 1-based line of the quote: where the first answer citing it starts, else ``passage_line``
+    text: str  # == document.text[start:end]
+    passage_line: int = 0  # 1-based line where the cited text starts
+    passage_end_line: int = 0  # 1-based line where it ends
+    page: int | None = None  # page of ``line`` (paged documents: PDFs), else None
+    page_line: int | None = None  # line of ``line`` on that page
+    passage_pages: tuple[int, int] | None = None  # first and last page of the cited text (paged documents)
+    heading: str = ""  # the section heading of the cited text (context, not part of ``text``)
 
 
 @dataclass
@@ -87,6 +109,9 @@ class Answer:
     span_end: int | None = None
     label: str = ""  # high / medium / low, from the calibrated probability
     doc: str = ""  # Document.id of the cited passage
+    line: int = 0  # 1-based line of the document where ``text`` starts
+    page: int | None = None  # its page, in a paged document (a PDF)
+    page_line: int | None = None  # its line on that page
 
 
 @dataclass

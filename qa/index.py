@@ -25,7 +25,7 @@ from qa.load import file_sha256
 from qa.manifest import GENERATION_FILES, read_manifest, read_manifest_of, staleness
 from qa.storage import damaged, with_current
 
-PASSAGE_COLUMNS = ("doc", "ordinal", "start", "end", "line", "text", "sentences")
+PASSAGE_COLUMNS = ("doc", "ordinal", "start", "end", "line", "text", "sentences", "page", "page_line", "heading")
 Log = Callable[[str], None]
 
 
@@ -156,9 +156,11 @@ def read_passages(gen: Path) -> list[Passage]:
     spans: dict[tuple, tuple[int, int]] = {}
     same = ints.setdefault
     out = []
-    for doc, ordinal, start, end, line, text, sents in zip(*(c[k] for k in PASSAGE_COLUMNS)):
+    headings: dict[str, str] = {}
+    for doc, ordinal, start, end, line, text, sents, page, page_line, heading in zip(*(c[k] for k in PASSAGE_COLUMNS)):
         if not (type(doc) is str and type(text) is str and type(ordinal) is int and type(start) is int
                 and type(end) is int and type(line) is int and type(sents) is list
+                and type(page) is int and type(page_line) is int and type(heading) is str
                 and 0 <= start and end - start == len(text)):
             raise ValueError("passages.json holds a malformed passage")
         sents = [(s, e) for s, e in sents]
@@ -167,7 +169,8 @@ def read_passages(gen: Path) -> list[Passage]:
         doc = docs.setdefault(doc, doc)
         sentences = tuple(spans.setdefault((doc, s, e), (same(s, s), same(e, e))) for s, e in sents)
         out.append(Passage(doc, same(ordinal, ordinal), same(start, start), same(end, end), same(line, line),
-                           text, sentences))
+                           text, sentences, same(page, page), same(page_line, page_line),
+                           headings.setdefault(heading, heading)))
     return out
 
 

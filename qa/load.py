@@ -442,4 +442,6 @@ def _read_pdf(data: bytes, name: str, deadline: _Deadline | None = None) -> tupl
         raise
     except Exception as e:  # pypdf raises many kinds on damaged files: all mean "unreadable"
         raise QAError(f"{name}: unreadable PDF ({e.__class__.__name__})") from e
-    return (title[:MAX_TITLE_CHARS] or None), "\n\n".join(p.strip() for p in pages if p.strip())
+    # Pages end with a form feed, as pdftotext writes them: a page starts on a line of its own,
+    # and every citation can name its page (an empty page keeps its number).
+    return (title[:MAX_TITLE_CHARS] or None), "\n\f".join(p.strip("\n").replace("\f", "") for p in pages)

@@ -22,7 +22,7 @@ from qa.config import Settings
 from qa.load import corpus_files, doc_id, file_hash
 from qa.storage import CURRENT, damaged, with_current
 
-FORMAT_VERSION = 2  # 2: float16 FAISS storage
+FORMAT_VERSION = 3  # 2: float16 FAISS storage; 3: passages carry pages and section headings
 GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", "passages.json", "sentence_table.npz",
                     "sentences.npy")  # besides manifest.json, which lists their digests
 STAT_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino")  # recorded per document: unchanged means not re-hashed

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qa.abstain import explain
-from qa.answer import citation, reader_candidates, select_answers
+from qa.answer import cite, reader_candidates, select_answers
 from qa.disagree import disagreement
 from qa.calibration import Calibration, calibration_for
 from qa.config import MAX_QUESTION_CHARS, Settings
@@ -122,7 +122,7 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         if qvec is None:
             qvec = engine.encoder.encode([query])[0]
         answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=needed))
-    citations = [citation(n, hit, engine.index) for n, hit in enumerate(hits, start=1)]
+    citations, answers = cite(hits, answers, engine.index)
     abstention = None if answers else explain(question, engine.index, citations, best=best, threshold=needed)
     t2 = time.perf_counter()
     ranked = found.hits

@@ -48,12 +48,15 @@ def to_dict(result: Result) -> dict:
         "question": result.question,
         "answers": [
             {"text": a.text, "span": a.span, "score": a.score, "confidence": answer_label(a), "citation": a.citation,
-             "doc": a.doc, "start": a.start, "end": a.end, "span_start": a.span_start, "span_end": a.span_end}
+             "doc": a.doc, "start": a.start, "end": a.end, "span_start": a.span_start, "span_end": a.span_end,
+             "line": a.line, "page": a.page, "page_line": a.page_line}
             for a in result.answers
         ],
         "citations": [
-            {"n": c.n, "doc": c.doc, "title": c.title, "passage": c.passage, "start": c.start, "end": c.end,
-             "line": c.line, "text": c.text}
+            {"n": c.n, "doc": c.doc, "title": c.title, "heading": c.heading, "passage": c.passage, "start": c.start,
+             "end": c.end, "line": c.line, "page": c.page, "page_line": c.page_line, "passage_line": c.passage_line,
+             "passage_end_line": c.passage_end_line,
+             "passage_pages": list(c.passage_pages) if c.passage_pages else None, "text": c.text}
             for c in result.citations
         ],
         "mode": result.mode,
@@ -109,9 +112,23 @@ def to_text(result: Result, *, color: bool = False) -> str:
     if result.citations:
         lines.append("")
     for c in result.citations:
-        lines.append(f"[{c.n}] {plain(c.title)} — {plain(c.doc)}:{c.line}")
+        lines.append(f"[{c.n}] {plain(c.title)} — {plain(location(c))}")
+        if c.heading:
+            lines.append(f"    {dim}§ {plain(c.heading)}{reset}")
         lines.append(textwrap.indent(textwrap.fill(plain(snippet(c)), 88), "    " + dim) + reset)
     return "\n".join(lines)
+
+
+def location(c: Citation) -> str:
+    """Where the quote stands, then the cited passage's extent: ``report.txt:12 (passage 10–14)``
+    by lines; in a paged document (a PDF) by page and line on the page, the passage by its
+    pages: ``brief.pdf p. 2, line 5 (passage p. 2)``."""
+    if c.page is not None and c.passage_pages:
+        first, last = c.passage_pages
+        pages = f"p. {first}" if first == last else f"pp. {first}–{last}"
+        return f"{c.doc} p. {c.page}, line {c.page_line} (passage {pages})"
+    lines = f"{c.passage_line}–{c.passage_end_line}" if c.passage_end_line > c.passage_line else f"{c.passage_line}"
+    return f"{c.doc}:{c.line} (passage {lines})"
 
 
 def mark_span(answer: Answer, left: str, right: str, on: str = "", off: str = "", *, clean=lambda t: t) -> str:

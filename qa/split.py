@@ -58,6 +58,8 @@ def split_document(doc: Document, sentences_per_passage: int = 4, overlap: int =
     sents = sentence_spans(doc.text)
     passages: list[Passage] = []
     line, counted = 1, 0  # the line number of offset ``counted``; passages start in increasing order
+    paged = "\f" in doc.text  # pages separated by form feeds (a PDF's)
+    page, page_first = 1, 1  # page of offset ``counted`` and the document line its page starts on
     i = 0
     while i < len(sents):
         j = i + 1
@@ -68,6 +70,9 @@ def split_document(doc: Document, sentences_per_passage: int = 4, overlap: int =
         ):
             j += 1
         start, end = sents[i][0], sents[j - 1][1]
+        if paged and (feed := doc.text.rfind("\f", counted, start)) >= 0:
+            page += doc.text.count("\f", counted, start)
+            page_first = line + doc.text.count("\n", counted, feed)
         line += doc.text.count("\n", counted, start)
         counted = start
         passages.append(
@@ -79,6 +84,8 @@ def split_document(doc: Document, sentences_per_passage: int = 4, overlap: int =
                 line=line,
                 text=doc.text[start:end],
                 sentences=tuple(sents[i:j]),
+                page=page if paged else 0,
+                page_line=line - page_first + 1 if paged else 0,
             )
         )
         if j >= len(sents):

@@ -9,7 +9,7 @@ import html
 import re
 
 from qa.datatypes import Citation, Result
-from qa.present import answer_html, answer_label, passage_html
+from qa.present import answer_html, answer_label, location, passage_html
 
 CSS = """
 .qa-reply p { margin: 0 0 .35em 0; }
@@ -27,6 +27,7 @@ CSS = """
                     padding: .3em .6em; background: var(--background-fill-secondary); }
 .qa-reply summary { cursor: pointer; font-size: .92em; }
 .qa-file { color: var(--body-text-color-subdued); font-size: .9em; }
+.qa-section { font-size: .85em; opacity: .75; }
 .qa-passage { margin: .5em 0 .2em 0; font-size: .92em; line-height: 1.5; }
 .qa-none { font-weight: 600; }
 .qa-error { color: #b91c1c; }
@@ -63,11 +64,16 @@ def reply_html(result: Result) -> str:
 def citation_html(c: Citation, result: Result) -> str:
     """A numbered source that opens to the passage, with the answer sentences marked."""
     title = html.escape(c.title)
-    where = html.escape(f"{c.doc}, line {c.line}")
+    where = html.escape(location(c))
     return (
         f'<details class="qa-cite"><summary><b>[{c.n}]</b> {title} <span class="qa-file">— {where}</span></summary>'
-        f'<div class="qa-passage">{passage_html(c, result.answers)}</div></details>'
+        f'<div class="qa-passage">{_heading(c)}{passage_html(c, result.answers)}</div></details>'
     )
+
+
+def _heading(c: Citation) -> str:
+    """The section heading the cited passage stands under, as context above it."""
+    return f'<div class="qa-section">§ {html.escape(c.heading)}</div>' if c.heading else ""
 
 
 def error_html(error: Exception | str) -> str:

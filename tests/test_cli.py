@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers_core import DOC_B, DRONES_QUESTION, line_of, live_generation
+from helpers_core import CORPUS, DOC_A, DOC_B, DRONES_QUESTION, line_of, live_generation
 from qa.cli import main
 from qa.manifest import staleness
 from qa.load import load_corpus
 
 QA = Path(sys.executable).with_name("qa")
 TOP_KEYS = {"question", "answers", "citations", "mode", "timings_ms", "searched_as", "followup", "followup_reason", "abstention", "disagreement"}
-ANSWER_KEYS = {"text", "span", "score", "confidence", "citation", "doc", "start", "end", "span_start", "span_end"}
-CITATION_KEYS = {"n", "doc", "title", "passage", "start", "end", "line", "text"}
+ANSWER_KEYS = {"text", "span", "score", "confidence", "citation", "doc", "start", "end", "span_start", "span_end",
+               "line", "page", "page_line"}
+CITATION_KEYS = {"n", "doc", "title", "heading", "passage", "start", "end", "line", "page", "page_line", "passage_line",
+                 "passage_end_line", "passage_pages", "text"}
 JET_QUESTION = "Which aircraft did Iran buy from Russia?"
 
 
@@ -65,12 +67,20 @@ def check_result(obj: dict, corpus: Path, question: str) -> None:
         doc = docs[c["doc"]]
         assert c["title"] == doc.title
         assert doc.text[c["start"] : c["end"]] == c["text"]
-        assert c["line"] == line_of(doc.text, c["start"])
+        assert c["passage_line"] == line_of(doc.text, c["start"])
+        assert c["passage_end_line"] == line_of(doc.text, c["end"])
         assert isinstance(c["passage"], int) and c["passage"] >= 0
         cited[n] = c
+    for c in obj["citations"][1:]:  # overlapping passages are merged into one citation
+        assert all(o["doc"] != c["doc"] or o["end"] <= c["start"] or c["end"] <= o["start"]
+                   for o in obj["citations"] if o is not c)
+    for c in obj["citations"]:  # a citation's line is its first answer's, else where its text starts
+        quoting = [a for a in obj["answers"] if a["citation"] == c["n"]]
+        assert c["line"] == (quoting[0]["line"] if quoting else c["passage_line"])
     for a in obj["answers"]:
         assert set(a) == ANSWER_KEYS
         c = cited[a["citation"]]
+        assert a["line"] == line_of(docs[c["doc"]].text, a["start"])
         assert a["text"] in c["text"]  # verbatim from the cited passage
         assert docs[c["doc"]].text[a["start"] : a["end"]] == a["text"]
         assert c["start"] <= a["start"] < a["end"] <= c["end"]
@@ -169,8 +179,28 @@ def test_text_output_lists_citations_as_title_file_line(idx, fast, capsys):
     assert lines[1].startswith("A: ") and "1,700" in lines[1]
     assert "\033[" not in out  # no colour when not a terminal
     refs = [line for line in lines if re.match(r"^\[\d+\] ", line)]
-    assert refs == [f"[{c['n']}] {c['title']} — {c['doc']}:{c['line']}" for c in obj["citations"]]
-    assert re.match(r"^\[1\] .+ — [^ ]+\.txt:\d+$", refs[0])
+    assert refs == [f"[{c['n']}] {c['title']} — {c['doc']}:{c['line']} (passage {c['passage_line']}"
+                    + (f"–{c['passage_end_line']})" if c["passage_end_line"] > c["passage_line"] else ")")
+                    for c in obj["citations"]]
+    assert re.match(r"^\[1\] .+ — [^ ]+\.txt:\d+ \(passage \d+(–\d+)?\)$", refs[0])
+
+
+@pytest.mark.parametrize("question, doc, line, quote", [
+    (DRONES_QUESTION, DOC_A, 10, "1,700"),
+    ("What is Iran's interbank system called?", DOC_B, 12, "SEPAM"),
+])
+def test_the_cited_line_is_the_quotes(idx, fast, capsys, question, doc, line, quote):
+    """The citation names the line the answer sentence stands on, not the passage's first line."""
+    rc, out, _ = run_main(["ask", "--json", "-q", *where(idx), question], capsys)
+    obj = json.loads(out)
+    best = obj["answers"][0]
+    cited = obj["citations"][best["citation"] - 1]
+    assert quote in best["span"] and best["doc"] == cited["doc"] == doc
+    assert best["line"] == cited["line"] == line
+    assert best["text"] in (CORPUS / doc).read_text(encoding="utf-8").split("\n")[line - 1]
+    assert cited["passage_line"] <= line <= cited["passage_end_line"]
+    rc, out, _ = run_main(["ask", "-q", *where(idx), question], capsys)
+    assert f"{doc}:{line} (passage {cited['passage_line']}" in out
 
 
 def test_json_in_process_for_every_mode(idx, fast, capsys):
