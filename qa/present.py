@@ -127,6 +127,8 @@ def location(c: Citation) -> str:
         first, last = c.passage_pages
         pages = f"p. {first}" if first == last else f"pp. {first}–{last}"
         return f"{c.doc} p. {c.page}, line {c.page_line} (passage {pages})"
+    if not c.passage_line:  # a citation made without the passage's extent
+        return f"{c.doc}:{c.line}"
     lines = f"{c.passage_line}–{c.passage_end_line}" if c.passage_end_line > c.passage_line else f"{c.passage_line}"
     return f"{c.doc}:{c.line} (passage {lines})"
 
