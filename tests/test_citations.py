@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from helpers_core import doc_from_text, line_of, make_pdf
 from qa.answer import cite
 from qa.cli import main
-from qa.datatypes import Answer, Hit
+from qa.datatypes import Answer, Hit, Result
 from qa.load import load_document
 from qa.present import location, to_text
 from qa.split import split_document
@@ -97,5 +97,5 @@ def test_overlapping_passages_are_one_citation_and_answers_follow_it():
     assert moved.citation == 1 and moved.line == merged.line == 3
     assert citations[1].line == citations[1].passage_line == 1  # quoted by no answer: where its text starts
     assert location(merged) == "t.txt:3 (passage 1–4)"
-    result = SimpleNamespace(question="q", abstained=False, message="", answers=[moved], citations=citations)
+    result = Result(question="q", answers=[moved], citations=citations, mode="bm25", timings_ms={})
     assert "[1] T — t.txt:3 (passage 1–4)" in to_text(result)
