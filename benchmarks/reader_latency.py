@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from qa.config import Settings  # noqa: E402
 from qa.embed import cpu_name  # noqa: E402
-from qa.metrics import percentile  # noqa: E402
+from qa.eval.metrics import percentile  # noqa: E402
 from qa.pipeline import ask, open_engine  # noqa: E402
 
 

@@ -375,7 +375,7 @@ def task_memory(args: dict) -> dict:
 
 def task_latency(args: dict) -> dict:
     from corpus import GoldQuestion, is_gold
-    from qa.metrics import contains_answer
+    from qa.eval.metrics import contains_answer
     from qa.pipeline import ask, open_engine
 
     settings = settings_of(args)

@@ -89,7 +89,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``qa eval``; a run that fails (an error, or a non-zero status) removes the corpus and
     index folders it created, and the parent folders it created for them. An interrupted
     run keeps them: an interrupted index build resumes where it stopped."""
-    from qa.evaluate import eval_settings, run_eval
+    from qa.eval.command import run_eval
+    from qa.eval.setup import eval_settings
 
     settings = settings_from(args)
     chosen = eval_settings(args, settings)
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
-    from qa.evaluate import add_eval_arguments
+    from qa.eval.setup import add_eval_arguments
     p = sub.add_parser("eval", help="score question sets or benchmarks, per retrieval mode",
                        epilog=EVAL_FOLDERS_HELP + EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_eval_arguments(p)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from qa.datatypes import Answer, Disagreement
-from qa.metrics import normalize_answer
+from qa.terms import normalize_answer
 
 _MONTHS = ("january february march april may june july august september october november december "
            "jan feb mar apr jun jul aug sep sept oct nov dec").split()

@@ -15,10 +15,11 @@ part of tokens: "$145 million" -> ["145", "million"].
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from itertools import chain
 
-__all__ = ["STOP_WORDS", "tokenize"]
+__all__ = ["STOP_WORDS", "normalize_answer", "tokenize"]
 
 # English function words. "us" is deliberately absent (it is also "US", the country,
 # once case is folded) and so is "may" (the month). Contractions appear without their
@@ -251,3 +252,17 @@ def _step5(w: str, r1: int, r2: int) -> str:
     elif w.endswith("ll") and last >= r2:
         return w[:-1]
     return w
+
+
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(s: str) -> str:
+    """Normalise text exactly as the official SQuAD v1.1 script does.
+
+    Lower-case, drop ASCII punctuation, replace the words a/an/the with a space,
+    then collapse whitespace: ``"The  Eiffel Tower!"`` -> ``"eiffel tower"``.
+    """
+    text = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())

@@ -3,7 +3,9 @@ import os
 
 import pytest
 
-from qa.datasets import CORPUS_MARK, load_beir, load_question_set, load_questions, load_squad
+from qa.eval.beir import load_beir
+from qa.eval.datasets import CORPUS_MARK, load_questions, load_squad
+from qa.eval.setup import load_question_set
 from qa.datatypes import QAError, Question
 
 

@@ -7,16 +7,10 @@ import pytest
 
 from qa.cli import build_parser, main, settings_from
 from qa.config import Settings, load_saved
-from qa.evaluate import (
-    EVAL_MODES,
-    LABELS,
-    choose_threshold,
-    evaluate,
-    judge,
-    mode_settings,
-    sample_questions,
-)
-from qa.metrics import recall_at_k
+from qa.eval.calibrate import choose_threshold
+from qa.eval.run import evaluate, judge
+from qa.eval.setup import EVAL_MODES, LABELS, mode_settings, sample_questions
+from qa.eval.metrics import recall_at_k
 from qa.datatypes import Hit, Passage, Question
 
 DOCS = {
@@ -131,7 +125,7 @@ def test_eval_jsonl_writes_consistent_outputs(tiny, tmp_path, capsys):
 
 @pytest.mark.parametrize("candidates", [50, 3])
 def test_eval_answers_exactly_as_ask(tiny, candidates):
-    from qa.datasets import load_questions
+    from qa.eval.datasets import load_questions
     from qa.pipeline import ask, open_engine
 
     settings = Settings(corpus=tiny.corpus, index=tiny.index, candidates=candidates)

@@ -21,8 +21,8 @@ import pytest
 import qa.pipeline
 from qa.cli import main
 from qa.config import MAX_QUESTION_CHARS, MODES, Settings
-from qa.datasets import CORPUS_MARK
-from qa.evaluate import _claim_corpus, eval_settings
+from qa.eval.datasets import CORPUS_MARK
+from qa.eval.setup import claim_corpus, eval_settings
 from qa.present import to_json, to_text
 from qa.datatypes import Answer, Citation, QAError, Result
 
@@ -346,24 +346,24 @@ def test_a_failed_eval_keeps_an_existing_benchmark_corpus(stop_at_engine, tmp_pa
 
 
 def test_claim_corpus_checks_and_creates_nothing(tmp_path):
-    _claim_corpus(tmp_path / "a" / "b" / "corpus")
+    claim_corpus(tmp_path / "a" / "b" / "corpus")
     assert tree(tmp_path) == []
     taken = tmp_path / "reports"
     taken.mkdir()
     (taken / "memo.txt").write_text("mine")
     with pytest.raises(QAError) as caught:
-        _claim_corpus(taken)
+        claim_corpus(taken)
     assert str(caught.value) == (f"{taken} already holds other files: give --corpus a new or empty folder "
                                  "for the benchmark")
     (tmp_path / "file").write_text("x")
     with pytest.raises(QAError) as caught:
-        _claim_corpus(tmp_path / "file")
+        claim_corpus(tmp_path / "file")
     assert str(caught.value) == f"corpus for the benchmark is not a folder: {tmp_path / 'file'}"
     with pytest.raises(QAError) as caught:
-        _claim_corpus(tmp_path / "file" / "sub" / "corpus")
+        claim_corpus(tmp_path / "file" / "sub" / "corpus")
     assert str(caught.value) == (f"cannot write corpus folder {tmp_path / 'file' / 'sub' / 'corpus'}: "
                                  f"{tmp_path / 'file'} is not a folder")
     assert tree(tmp_path) == ["file", "reports", "reports/memo.txt"]
     (tmp_path / "empty").mkdir()
-    _claim_corpus(tmp_path / "empty")
+    claim_corpus(tmp_path / "empty")
     assert os.listdir(tmp_path / "empty") == []

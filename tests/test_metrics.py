@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from qa.metrics import (
+from qa.eval.metrics import (
     abstention_prf,
     contains_answer,
     dedupe_units,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.metrics import contains_answer, exact_match
+from qa.eval.metrics import contains_answer, exact_match
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [json.loads(line) for line in (ROOT / "questions" / "seed.jsonl").read_text().splitlines() if line.strip()]

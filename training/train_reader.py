@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qa.config import resolve_model  # noqa: E402
 from qa.embed import cpu_name  # noqa: E402
-from qa.metrics import exact_match, token_f1  # noqa: E402
+from qa.eval.metrics import exact_match, token_f1  # noqa: E402
 from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, token_span  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
 from qa.terms import tokenize  # noqa: E402

@@ -13,23 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import groupby
 
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+from qa.terms import normalize_answer
 
-
-def normalize_answer(s: str) -> str:
-    """Normalise text exactly as the official SQuAD v1.1 script does.
-
-    Lower-case, drop ASCII punctuation, replace the words a/an/the with a space,
-    then collapse whitespace: ``"The  Eiffel Tower!"`` -> ``"eiffel tower"``.
-    """
-    text = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+__all__ = ["normalize_answer"]  # re-exported: the SQuAD normalisation the metrics use lives with the tokenizer
 
 
 def _golds_or_empty(golds: Sequence[str]) -> Sequence[str]:

@@ -1,4 +1,4 @@
-"""Question sets for ``qa eval``: our JSONL format, SQuAD and BEIR.
+"""Question sets for ``qa eval``: our JSONL format and SQuAD (BEIR: ``qa.eval.beir``).
 
 SQuAD and BEIR ship their documents inside the benchmark files, so their loaders
 write the documents as ``.txt`` files into a corpus folder (only files whose content
@@ -27,7 +27,7 @@ _MAX_SLUG = 80
 _MAX_ASSUMED_TITLE = 60  # characters of a title taken from an article's first line
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -38,10 +38,10 @@ def _read_text(path: Path, what: str) -> str:
         raise QAError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
-def _json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
+def json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
     """The non-blank lines of a JSONL file as (1-based line number, object)."""
     rows = []
-    for number, line in enumerate(_read_text(path, what).split("\n"), start=1):
+    for number, line in enumerate(read_text(path, what).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -49,17 +49,17 @@ def _json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
         except ValueError as exc:
             raise QAError(f"{path}:{number}: bad JSON: {exc}") from None
         if not isinstance(row, dict):
-            raise QAError(f"{path}:{number}: expected a JSON object, got {_type_name(row)}")
+            raise QAError(f"{path}:{number}: expected a JSON object, got {type_name(row)}")
         rows.append((number, row))
     return rows
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
 
 
-def _clean_text(text: str) -> str:
+def clean_text(text: str) -> str:
     """Text with every line break as ``\\n`` and no NUL characters, so that the corpus
     reader accepts the file and its offsets match the text written."""
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
@@ -82,7 +82,7 @@ def load_questions(path: Path) -> list[Question]:
     path = Path(path)
     questions: list[Question] = []
     seen: dict[str, int] = {}
-    for number, row in _json_lines(path, "question set"):
+    for number, row in json_lines(path, "question set"):
         where = f"{path}:{number}"
         for name in ("id", "question", "answers"):
             if name not in row:
@@ -91,14 +91,14 @@ def load_questions(path: Path) -> list[Question]:
         if isinstance(qid, int) and not isinstance(qid, bool):
             qid = str(qid)
         if not isinstance(qid, str):
-            raise QAError(f"{where}: field 'id' must be a string, got {_type_name(qid)}")
+            raise QAError(f"{where}: field 'id' must be a string, got {type_name(qid)}")
         if not qid.strip():
             raise QAError(f"{where}: field 'id' is empty")
         if qid in seen:
             raise QAError(f"{where}: duplicate id '{qid}' (first on line {seen[qid]})")
         question = row["question"]
         if not isinstance(question, str):
-            raise QAError(f"{where}: field 'question' must be a string, got {_type_name(question)}")
+            raise QAError(f"{where}: field 'question' must be a string, got {type_name(question)}")
         if not question.strip():
             raise QAError(f"{where}: field 'question' is empty")
         answers = row["answers"]
@@ -123,13 +123,13 @@ def _slug(text: str, fallback: str) -> str:
     return slug or fallback
 
 
-def _safe_id(text: str) -> str:
+def safe_id(text: str) -> str:
     """A file-name stem keeping letters, digits, ``.``, ``_`` and ``-`` of an id."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:_MAX_SLUG].lstrip(".")
     return stem or "_"
 
 
-def _unique_name(stem: str, taken: set[str]) -> str:
+def unique_name(stem: str, taken: set[str]) -> str:
     """``stem.txt``, or ``stem-2.txt``, ``stem-3.txt``... if taken (case-insensitively)."""
     name, n = f"{stem}.txt", 1
     while name.lower() in taken:
@@ -139,7 +139,7 @@ def _unique_name(stem: str, taken: set[str]) -> str:
     return name
 
 
-def _sync_corpus(corpus_dir: Path, files: dict[str, str]) -> None:
+def sync_corpus(corpus_dir: Path, files: dict[str, str]) -> None:
     """Make corpus_dir hold exactly these ``.txt`` files, rewriting only changed ones.
 
     A write cut short leaves a file whose content differs, so the next run rewrites it.
@@ -186,7 +186,7 @@ def _assumed_title(article: dict[str, Any], number: int) -> str:
     paragraphs = article.get("paragraphs")
     for paragraph in paragraphs if isinstance(paragraphs, list) else []:
         context = paragraph.get("context") if isinstance(paragraph, dict) else None
-        for line in _clean_text(context).split("\n") if isinstance(context, str) else []:
+        for line in clean_text(context).split("\n") if isinstance(context, str) else []:
             line = " ".join(line.split())
             if len(line) > _MAX_ASSUMED_TITLE:
                 cut = line[: _MAX_ASSUMED_TITLE - 1]
@@ -224,7 +224,7 @@ def load_squad(path: Path, corpus_dir: Path, *, note: Callable[[str], None] | No
     path = Path(path)
     note = note or _stderr_note
     try:
-        data = json.loads(_read_text(path, "SQuAD file"))
+        data = json.loads(read_text(path, "SQuAD file"))
     except ValueError as exc:
         raise QAError(f"{path}: bad JSON: {exc}") from None
 
@@ -250,19 +250,19 @@ def load_squad(path: Path, corpus_dir: Path, *, note: Callable[[str], None] | No
             raise malformed(where, "is not an object")
         raw_title = article.get("title")
         if raw_title is not None and _scalar_text(raw_title) is None:
-            raise malformed(where, f"has {_type_name(raw_title)} as 'title' (expected a string)")
+            raise malformed(where, f"has {type_name(raw_title)} as 'title' (expected a string)")
         spelled = _scalar_text(raw_title) if raw_title is not None else ""
         if spelled.strip():
             title = _squad_title(spelled)
         else:
             title = spelled = _assumed_title(article, a + 1)
             untitled.append(a)
-        name = _unique_name(_slug(title, f"article-{a + 1}"), taken)
+        name = unique_name(_slug(title, f"article-{a + 1}"), taken)
         parts = [f"# {title}\n\n"]
         offset = len(parts[0])
         for p, paragraph in enumerate(checked(article, "paragraphs", list, where)):
             pwhere = f"{where}.paragraphs[{p}]"
-            context = _clean_text(checked(paragraph, "context", str, pwhere))
+            context = clean_text(checked(paragraph, "context", str, pwhere))
             if p:
                 parts.append("\n\n")
                 offset += 2
@@ -277,7 +277,7 @@ def load_squad(path: Path, corpus_dir: Path, *, note: Callable[[str], None] | No
                     raise malformed(qwhere, "has no 'id'")
                 qid = _scalar_text(qa["id"])
                 if qid is None:
-                    raise malformed(qwhere, f"has {_type_name(qa['id'])} as 'id' (expected a string or number)")
+                    raise malformed(qwhere, f"has {type_name(qa['id'])} as 'id' (expected a string or number)")
                 if not isinstance(qa["id"], str):
                     retyped.append((qa["id"], qid))
                 if qid in seen:
@@ -286,7 +286,7 @@ def load_squad(path: Path, corpus_dir: Path, *, note: Callable[[str], None] | No
                 texts = []
                 spans = []
                 for n, answer in enumerate(checked(qa, "answers", list, qwhere)):
-                    text = _clean_text(checked(answer, "text", str, f"{qwhere}.answers[{n}]"))
+                    text = clean_text(checked(answer, "text", str, f"{qwhere}.answers[{n}]"))
                     texts.append(text.strip())
                     at = answer.get("answer_start")
                     if isinstance(at, int) and not isinstance(at, bool):
@@ -321,117 +321,5 @@ def load_squad(path: Path, corpus_dir: Path, *, note: Callable[[str], None] | No
         assumed.append(f"{len(retyped)} question {are}, read as text (e.g. {json.dumps(raw)} as '{text}')")
     if assumed:
         note(f"{path}: {'; '.join(assumed)}")
-    _sync_corpus(Path(corpus_dir), files)
+    sync_corpus(Path(corpus_dir), files)
     return questions
-
-
-def _beir_field(row: dict[str, Any], name: str, where: str, required: bool = True) -> str:
-    if name not in row or row[name] is None:
-        if required:
-            raise QAError(f"{where}: missing field '{name}'")
-        return ""
-    value = row[name]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str):
-        raise QAError(f"{where}: field '{name}' must be a string, got {_type_name(value)}")
-    return value
-
-
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """BEIR qrels ``query-id<TAB>corpus-id<TAB>score`` (header optional) as nested dicts."""
-    qrels: dict[str, dict[str, int]] = {}
-    for number, line in enumerate(_read_text(path, "BEIR qrels file").split("\n"), start=1):
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.split("\t")]
-        if number == 1 and fields[0] == "query-id":
-            continue
-        if len(fields) != 3:
-            raise QAError(f"{path}:{number}: expected 3 tab-separated fields, got {len(fields)}")
-        query, doc, grade = fields
-        try:
-            qrels.setdefault(query, {})[doc] = int(grade)
-        except ValueError:
-            raise QAError(f"{path}:{number}: score '{grade}' is not an integer") from None
-    return qrels
-
-
-def load_beir(folder: Path, corpus_dir: Path, split: str = "test") -> list[Question]:
-    """Load a BEIR dataset folder, writing its corpus into corpus_dir.
-
-    Reads ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
-    ``text``) and ``qrels/<split>.tsv``. Each corpus entry becomes ``<safe _id>.txt``
-    (``-2``... on a clash): ``# title`` and a blank line when there is a title, then the
-    text; entries with neither are not written. BEIR is retrieval-only: questions have
-    ``answers=[]``, ``doc=None`` and ``relevant`` = {file name: grade} for grades > 0,
-    so they score retrieval metrics but not answers or abstention. Only queries with at least one positive grade are
-    returned, in ``queries.jsonl`` order; qrels of queries missing from
-    ``queries.jsonl`` are ignored, and judged ids missing from the corpus keep the file
-    name they would have had (they count in recall and ideal DCG, as in pytrec_eval).
-    """
-    folder = Path(folder)
-    paths = {
-        "corpus": folder / "corpus.jsonl",
-        "queries": folder / "queries.jsonl",
-        "qrels": folder / "qrels" / f"{split}.tsv",
-    }
-    for path in paths.values():
-        if not path.is_file():
-            raise QAError(f"BEIR folder {folder}: missing {path.relative_to(folder).as_posix()}")
-
-    names: dict[str, str] = {}
-    taken: set[str] = set()
-    files: dict[str, str] = {}
-    for number, row in _json_lines(paths["corpus"], "BEIR corpus"):
-        where = f"{paths['corpus']}:{number}"
-        doc_id = _beir_field(row, "_id", where)
-        if doc_id in names:
-            raise QAError(f"{where}: duplicate _id '{doc_id}'")
-        title = " ".join(_clean_text(_beir_field(row, "title", where, required=False)).split())
-        text = _clean_text(_beir_field(row, "text", where))
-        names[doc_id] = name = _unique_name(_safe_id(doc_id), taken)
-        if title or text.strip():
-            files[name] = (f"# {title}\n\n" if title else "") + text + "\n"
-
-    qrels = _read_qrels(paths["qrels"])
-    questions: list[Question] = []
-    seen: set[str] = set()
-    for number, row in _json_lines(paths["queries"], "BEIR queries"):
-        where = f"{paths['queries']}:{number}"
-        qid = _beir_field(row, "_id", where)
-        if qid in seen:
-            raise QAError(f"{where}: duplicate _id '{qid}'")
-        seen.add(qid)
-        text = _beir_field(row, "text", where).strip()
-        relevant = {
-            names.get(doc_id) or f"{_safe_id(doc_id)}.txt": grade
-            for doc_id, grade in qrels.get(qid, {}).items()
-            if grade > 0
-        }
-        if not relevant:
-            continue
-        if not text:
-            raise QAError(f"{where}: field 'text' is empty")
-        questions.append(Question(id=qid, question=text, answers=[], relevant=relevant))
-    if not questions:
-        raise QAError(f"BEIR folder {folder}: no queries with qrels in {split}")
-    _sync_corpus(Path(corpus_dir), files)
-    return questions
-
-
-def load_question_set(path: Path, fmt: str, corpus_dir: Path | None) -> list[Question]:
-    """Load a question set of format ``jsonl``, ``squad`` or ``beir``.
-
-    ``squad`` and ``beir`` write their documents into corpus_dir, which they need;
-    ``jsonl`` ignores it.
-    """
-    if fmt not in FORMATS:
-        raise QAError(f"unknown format '{fmt}': expected jsonl, squad or beir")
-    if fmt == "jsonl":
-        return load_questions(Path(path))
-    if corpus_dir is None:
-        raise QAError(f"format '{fmt}' needs a corpus folder to write its documents into")
-    if fmt == "squad":
-        return load_squad(Path(path), Path(corpus_dir))
-    return load_beir(Path(path), Path(corpus_dir))

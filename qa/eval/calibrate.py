@@ -1,4 +1,5 @@
-"""``qa eval --calibrate`` for the reader: fit the ranker, the confidence and the threshold.
+"""``qa eval --calibrate``: for the reader, fit the ranker, the confidence and the threshold; for the
+heuristic answerer, choose its threshold.
 
 On each answerable question the normal path runs (``qa.pipeline.ask``'s retrieval, the
 reader on the passages it would read); every candidate span is labelled right when its
@@ -18,14 +19,17 @@ accuracy plus abstention F1 over both.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from qa.calibration import CALIBRATION_FILE, FEATURES, RIGHT_F1, Calibration, fit_logistic, fit_platt, reliability
-from qa.config import Settings
+from qa.config import SAVED_SETTINGS_FILE, Settings
 from qa.datatypes import QAError, Question
+from qa.eval.run import evaluate
+from qa.progress import progress as progress_bar
 
 MISSING = FEATURES.index("missing")
 LOOKAHEAD = 30  # ranked hits fetched, so that enough remain after dropping those that hold the answer
@@ -35,15 +39,13 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
             ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
     """Per asked question: candidate features, candidate right flags, whether it is a simulated
     unanswerable question."""
-    from tqdm import tqdm
-
     from qa.answer import reader_candidates
-    from qa.metrics import token_f1
+    from qa.eval.metrics import token_f1
     from qa.pipeline import ask
 
     neutral = dataclasses.replace(engine.calibration, ranker=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], platt=(1.0, 0.0))
     rows = []
-    for q in tqdm(questions, desc="calibrate", unit="q", file=sys.stderr, disable=not progress, mininterval=0.5):
+    for q in progress_bar(questions, desc="calibrate", unit="q", enabled=progress):
         if not q.answerable:
             continue
         result = ask(engine, q.question, settings=settings, depth=LOOKAHEAD)
@@ -67,7 +69,7 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
 def holds_answer(p, q: Question) -> bool:
     """Whether passage ``p`` overlaps the question's gold region (the gold document when no
     region is known) or contains an accepted answer."""
-    from qa.metrics import contains_answer
+    from qa.eval.metrics import contains_answer
 
     if p.doc == q.doc and (q.region is None or (p.start < q.region[1] and p.end > q.region[0])):
         return True
@@ -76,8 +78,6 @@ def holds_answer(p, q: Question) -> bool:
 
 def fit(rows: list[tuple[np.ndarray, np.ndarray, bool]], reader: str, model: str, fitted_on: str) -> Calibration:
     """A Calibration from collected rows (see :func:`collect`)."""
-    from qa.evaluate import choose_threshold
-
     answerable = [r for r in rows if not r[2]]
     if not answerable:
         raise QAError("--calibrate needs answerable questions in the set")
@@ -126,3 +126,95 @@ def run_reader_calibration(engine, questions: list[Question], settings: Settings
           f"ECE {f['ece']:.3f} (on the fitting questions)")
     print(f"saved to {path}")
     return 0
+
+
+def run_calibration(engine, questions: list[Question], settings: Settings, *, progress: bool = True) -> int:
+    """Choose the abstention threshold on ``questions`` (hybrid mode), print it and save it with the index."""
+    from qa.eval.metrics import contains_answer
+
+    if not any(q.answerable for q in questions):
+        raise QAError("--calibrate needs answerable questions in the set")
+    from qa.pipeline import threshold
+
+    was_t = threshold(engine, settings.replace(answerer="heuristic"))
+    s = settings.replace(mode="hybrid", threshold=0.0, answerer="heuristic")
+    outcomes = evaluate(engine, questions, [("hybrid", "heuristic")], s, progress=progress)
+    scores = [o.answer.score if o.answer else -1.0 for o in outcomes]
+    correct = [bool(o.answer) and contains_answer(o.answer.text, o.question.answers) for o in outcomes]
+    unanswerable = [not o.question.answerable for o in outcomes]
+    best = choose_threshold(scores, correct, unanswerable)
+    was = sweep_point(was_t, scores, correct, unanswerable)
+    now = sweep_point(best, scores, correct, unanswerable)
+    path = save_threshold(Path(settings.index), best)
+    n_un = sum(unanswerable)
+    print(f"calibrated on {len(questions)} questions ({len(questions) - n_un} answerable, {n_un} unanswerable), "
+          f"hybrid ({settings.fusion})")
+    for name, t, point in (("threshold", best, now), ("was", was_t, was)):
+        print(f"{name} {t:.4f}: accuracy {point['accuracy']:.3f} (answerable questions, threshold applied), "
+              f"abstention F1 {point['abstention_f1']:.3f} (P {point['abstention_precision']:.3f}, "
+              f"R {point['abstention_recall']:.3f}), answered {point['answered_rate']:.0%}")
+    if not n_un:
+        print("note: no unanswerable questions in the set, so nothing argues for abstaining", file=sys.stderr)
+    print(f"saved to {path}")
+    return 0
+
+
+def sweep_point(t: float, scores: list[float], correct: list[bool], unanswerable: list[bool]) -> dict:
+    """Accuracy (over answerable questions), abstention P/R/F1 and answered rate at threshold ``t``.
+
+    A question is answered when its top answer's score (at threshold 0) is at least ``t``.
+    """
+    from qa.eval.metrics import abstention_prf
+
+    answered = [s >= t and s >= 0 for s in scores]
+    n_answerable = sum(1 for u in unanswerable if not u)
+    accuracy = sum(1 for a, c, u in zip(answered, correct, unanswerable) if a and c and not u)
+    p, r, f = abstention_prf([not a for a in answered], unanswerable)
+    return {
+        "accuracy": accuracy / n_answerable if n_answerable else 0.0,
+        "abstention_precision": p,
+        "abstention_recall": r,
+        "abstention_f1": f,
+        "answered_rate": sum(answered) / len(answered) if answered else 0.0,
+    }
+
+
+def choose_threshold(scores: list[float], correct: list[bool], unanswerable: list[bool]) -> float:
+    """The threshold maximising accuracy + abstention F1, swept over the observed top scores.
+
+    Candidates are 0 (answer everything that has an answer), the midpoints between
+    neighbouring distinct scores, and just above the highest score (abstain always,
+    when that stays within 1); the lowest of equally good thresholds wins.
+    Scores below 0 stand for "no answer at all".
+    """
+    observed = sorted({s for s in scores if s >= 0})
+    candidates = [0.0] + [(a + b) / 2 for a, b in zip(observed, observed[1:])]
+    if observed and observed[-1] + 1e-4 <= 1.0:
+        candidates.append(observed[-1] + 1e-4)
+    best_t, best_value = 0.0, float("-inf")
+    for t in candidates:
+        point = sweep_point(t, scores, correct, unanswerable)
+        value = point["accuracy"] + point["abstention_f1"]
+        if value > best_value + 1e-12:
+            best_t, best_value = t, value
+    return round(best_t, 6)
+
+
+def save_threshold(index: Path, threshold: float) -> Path:
+    """Write ``{"threshold": t}`` (keeping other saved keys) into the index folder, atomically."""
+    path = Path(index) / SAVED_SETTINGS_FILE
+    try:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict):
+            saved = {}
+    except (OSError, ValueError):
+        saved = {}
+    saved["threshold"] = threshold
+    from qa.storage import atomic_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(saved, indent=1) + "\n")
+    except OSError as e:
+        raise QAError(f"cannot save the threshold in {path}: {e.strerror or e}") from None
+    return path
