@@ -12,6 +12,8 @@ Two reasons, checked in this order:
 
 from __future__ import annotations
 
+import bisect
+
 from qa.calibration import missing_terms, specific_terms
 from qa.datatypes import Abstention, Citation
 from qa.index import Index
@@ -38,21 +40,40 @@ def unmentioned(question: str, index: Index) -> list[str]:
 
 
 def _stem_neighbours(vocab: dict[str, int], name: str) -> list[str]:
-    """The vocabulary's terms that share the name's first four letters (candidates for the same stem)."""
+    """The vocabulary's terms that share the name's first four letters (candidates for the same stem).
+
+    Found by bisection in the sorted vocabulary, sorted once per vocabulary: scanning it costs
+    O(terms) per name, which at millions of terms is most of a question's time."""
     head = name.lower()[:4]
-    return [t for t in vocab if t.startswith(head)]
+    terms = _sorted_terms(vocab)
+    lo = bisect.bisect_left(terms, head)
+    hi = bisect.bisect_left(terms, head + "\U0010ffff")
+    return terms[lo:hi]
+
+
+_sorted: tuple[dict, list[str]] = ({}, [])  # the vocabulary last sorted and its sorted terms, swapped as one
+
+
+def _sorted_terms(vocab: dict[str, int]) -> list[str]:
+    global _sorted
+    held = _sorted
+    if held[0] is not vocab:
+        held = _sorted = (vocab, sorted(vocab))
+    return held[1]
 
 
 def explain(question: str, index: Index, citations: list[Citation], *, best: float | None,
-            threshold: float) -> Abstention:
+            threshold: float, missing: list[str] | None = None) -> Abstention:
     """The abstention for ``question``: its reason in one plain sentence, naming the nearest passage.
 
     ``best``: the best answer candidate's confidence (None when the answerer found none or gives
-    no probability); ``threshold``: the confidence an answer needs."""
+    no probability); ``threshold``: the confidence an answer needs; ``missing``: the question's
+    unmentioned names when already known (None: look them up)."""
     nearest = citations[0].n if citations else None
     offer = (f" The nearest passage is [{nearest}], {citations[0].doc} line {citations[0].line}."
              if citations else " No passage came close.")
-    missing = unmentioned(question, index)
+    if missing is None:
+        missing = unmentioned(question, index)
     if missing:
         names = _join([f"“{m}”" for m in missing])
         return Abstention("unmentioned", f"{SAY_NOT_FOUND}: no document mentions {names}.{offer}",

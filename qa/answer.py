@@ -94,10 +94,12 @@ def _overlapping(hits: list[Hit]) -> list[list[int]]:
     return [groups[r] for r in sorted(groups)]
 
 
-def reader_candidates(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit]
-                      ) -> tuple[list[Candidate], float]:
+def reader_candidates(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit], *,
+                      unmentioned: bool = False) -> tuple[list[Candidate], float]:
     """Every span the reader proposes in ``hits``, best first by the calibrated ranker,
-    one per stretch of document text; and the reader's milliseconds."""
+    one per stretch of document text; and the reader's milliseconds. ``unmentioned``: the
+    question names something no document mentions (:func:`qa.abstain.unmentioned`), which
+    keeps every candidate's probability below the abstention threshold."""
     spans, ms = reader.read(question, [h.passage.text for h in hits])
     if not spans:
         return [], ms
@@ -111,7 +113,7 @@ def reader_candidates(reader: SpanReader, calibration: Calibration, question: st
         p = hits[s.item].passage
         key = (p.doc, p.start + s.start, p.start + s.end)  # overlapping passages hold the same text
         if key not in out or out[key].rank_logit < z:
-            prob = calibration.probability(float(z), lacks=lacks[s.item])
+            prob = calibration.probability(float(z), lacks=lacks[s.item], unmentioned=unmentioned)
             out[key] = Candidate(s.item, key[1], key[2], f, float(z), prob)
     ranked = sorted(out.values(), key=lambda c: (-c.rank_logit, c.hit, c.start))
     return ranked, ms

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa.abstain import explain
+from qa.abstain import explain, unmentioned
 from qa.answer import cite, reader_candidates, select_answers
 from qa.disagree import disagreement
 from qa.calibration import Calibration, calibration_for
@@ -106,11 +106,14 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
     step_ms: dict[str, float] = {}
     needed = threshold(engine, settings)
     best: float | None = None  # the best candidate's confidence, for the abstention's reason
+    missing: list[str] | None = None  # the question's names no document mentions (reader only)
     if settings.answerer == "reader":
         if engine.reader is None or engine.calibration is None:
             raise QAError("this engine was opened without a reader (open it with answerer='reader')")
         read = hits[: settings.read]
-        ranked_spans, reader_ms = reader_candidates(engine.reader, engine.calibration, query, read)
+        missing = unmentioned(question, engine.index)
+        ranked_spans, reader_ms = reader_candidates(engine.reader, engine.calibration, query, read,
+                                                    unmentioned=bool(missing))
         answers = select_answers(ranked_spans, read, engine.calibration, threshold=needed,
                                  max_answers=settings.max_answers)
         step_ms = {"reader": round(reader_ms, 3)}
@@ -123,7 +126,8 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
             qvec = engine.encoder.encode([query])[0]
         answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=needed))
     citations, answers = cite(hits, answers, engine.index)
-    abstention = None if answers else explain(question, engine.index, citations, best=best, threshold=needed)
+    abstention = None if answers else explain(question, engine.index, citations, best=best, threshold=needed,
+                                                 missing=missing)
     t2 = time.perf_counter()
     ranked = found.hits
     if depth > normal:  # deeper than the answer's retrieval goes: a second, separate retrieval

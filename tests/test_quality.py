@@ -126,3 +126,17 @@ def check_quotes(results: list[dict]) -> None:
             assert cited["text"][a["start"] - cited["start"] : a["end"] - cited["start"]] == a["text"]
             if a["span"] is not None:
                 assert a["span"] in a["text"]
+
+
+def test_reader_abstains_on_a_name_no_document_mentions(workspace):
+    """The reader would quote Russia's 1,700 drones for Zimbabwe; no document mentions Zimbabwe,
+    so it abstains and says so, unless the user lowers the threshold to 0."""
+    base = [sys.executable, "-m", "qa.cli", "ask", "--json", "--quiet", "--corpus", str(workspace / "corpus"),
+            "--index", str(workspace / "index"), "How many drones has Zimbabwe purchased from Iran?"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    default = json.loads(subprocess.run(base, capture_output=True, text=True, timeout=120, env=env, check=True).stdout)
+    assert default["answers"] == [] and default["abstention"]["reason"] == "unmentioned"
+    assert default["abstention"]["missing"] == ["Zimbabwe"]
+    forced = json.loads(subprocess.run(base + ["--threshold", "0"], capture_output=True, text=True, timeout=120,
+                                       env=env, check=True).stdout)
+    assert forced["answers"] and forced["answers"][0]["confidence"] == "low"

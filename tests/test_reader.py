@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers_core import DOC_A
-from qa.answer import answer_sentences, reader_answers
+from qa.answer import answer_sentences, reader_answers, reader_candidates
 from qa.calibration import (Calibration, calibration_for, candidate_features, fit_logistic, fit_platt,
                             load_calibration, missing_terms, reliability, specific_terms)
 from qa.config import Settings
@@ -168,6 +168,16 @@ def test_a_missing_name_lowers_the_confidence(maker):
         answers, _ = reader_answers(FixedReader(maker, "1,700"), CAL, q, hits, threshold=0.0, max_answers=1)
         asked[q] = answers[0].score
     assert asked["How many drones has China purchased?"] < asked["How many drones has Russia purchased?"] - 0.5
+
+
+def test_a_name_no_document_mentions_keeps_the_answer_below_the_threshold(maker):
+    hits = hits_of("Since 2022, Russia purchased approximately 1,700 drones. More.")
+    reader = FixedReader(maker, "1,700")
+    plain, _ = reader_candidates(reader, CAL, "How many drones has Russia purchased?", hits)
+    capped, _ = reader_candidates(reader, CAL, "How many drones has Russia purchased?", hits, unmentioned=True)
+    assert plain[0].probability > 0.9 and capped[0].probability == pytest.approx(CAL.threshold - 0.01)
+    assert CAL.probability(5.0, unmentioned=True) < CAL.threshold <= CAL.probability(5.0)
+    assert CAL.probability(-5.0, unmentioned=True) == CAL.probability(-5.0)  # a low one stays as it is
 
 
 def test_specific_and_missing_terms():
