@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from qa.bm25 import BM25, build_bm25, save_bm25
 from qa.config import Settings
-from qa.datatypes import Passage, QAError, text_key
+from qa.datatypes import Document, Passage, QAError, text_key
 from qa.dense import build_faiss, faiss_kind, write_faiss
 from qa.embcache import compact_cache, encode_cached
 from qa.index import Index, Log, load_index, read_passages, stderr_log
@@ -50,18 +50,19 @@ class Laps:
             self.on_stage(name, max(0.0, seconds))
 
 
-def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = True) -> Index:
+def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = True,
+                 loaded: Mapping[str, Document] | None = None) -> Index:
     """Load the index, building or updating it first when it is missing or stale.
 
     When the update cannot be written (read-only folder, disk full) but an index built with the
     same settings exists, that index is loaded after a one-line warning: it answers from the
-    documents as they were when it was built.
+    documents as they were when it was built. ``loaded``: see ``build_index``.
     """
     reason = staleness(settings)
     if reason:
         log(f"index: {reason}; building {settings.index} from {settings.corpus}")
         try:
-            build_index(settings, log=log, progress=progress)
+            build_index(settings, log=log, progress=progress, loaded=loaded)
         except IndexWriteError as e:
             manifest = read_manifest(Path(settings.index))
             if manifest is None or manifest["signature"] != index_signature(settings):
@@ -72,12 +73,14 @@ def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = 
 
 def build_index(
     settings: Settings, *, rebuild: bool = False, log: Log = stderr_log, progress: bool = True, encoder=None,
-    on_stage: OnStage | None = None,
+    on_stage: OnStage | None = None, loaded: Mapping[str, Document] | None = None,
 ) -> dict:
     """Build or incrementally update the index of ``settings.corpus``; returns the new manifest.
 
     Unchanged documents keep their passages; only passages whose text is not in the
     embedding cache are encoded. ``rebuild`` re-reads every document (the cache still applies).
+    ``loaded``: documents already read, by id (an upload read while it was checked); one is used
+    instead of reading its file when its digest is the file's, so it is not parsed twice.
     ``on_stage(name, seconds)`` is called as each stage of ``BUILD_STAGES`` ends, in that order, with
     its wall time; the stages cover the whole build: listing the corpus, preparing (the lock, unused
     generations, the old index to reuse), loading (reading, hashing, parsing) and splitting the documents,
@@ -114,7 +117,9 @@ def build_index(
                 passages.extend(old_passages[did])
                 continue
             try:
-                doc = load_document(path, corpus)
+                doc = (loaded or {}).get(did)
+                if doc is None or doc.sha256 != data_hash:
+                    doc = load_document(path, corpus)
             except QAError as e:
                 log(f"warning: skipped {e}")
                 skipped[did] = data_hash
@@ -139,7 +144,7 @@ def build_index(
         lap("sentences")
         texts = [p.text for p in passages] + sentence_texts
         keys = [p.key for p in passages] + sentence_keys
-        cache_dir = folder / "cache" / model_key(settings)
+        cache_dir = _cache_dir(settings)
         vectors = encode_cached(encoder, texts, keys, cache_dir, settings.batch_size, progress, log)
         passage_vecs = vectors[: len(passages)].astype(np.float32)
         sentence_vecs = vectors[len(passages) :].astype(np.float16)
@@ -183,6 +188,36 @@ def build_index(
             f"(FAISS+BM25 {time.perf_counter() - t_enc:.1f}s)"
         )
         return manifest
+
+
+def warm_cache(settings: Settings, docs: list[Document], *, encoder=None, log: Log = stderr_log,
+               progress: bool = False) -> list[Path]:
+    """Encode the passages and sentences of ``docs`` (read, not yet in the corpus) into the index's
+    embedding cache, outside the build's lock; returns the cache shards written (none when the
+    cache had every text), which ``drop_warmed`` removes if the documents are not added after all.
+
+    The chat page does this for an upload before the upload enters the corpus, so the build that
+    then adds it finds every vector in the cache: the build (one at a time) stays short however
+    large the upload, and other users' uploads are not kept waiting behind its encoding."""
+    passages = [p for doc in docs for p in split_document(doc, settings.sentences_per_passage, settings.overlap)]
+    sentence_keys, sentence_texts, _, _ = _sentence_table(passages)
+    texts = [p.text for p in passages] + sentence_texts
+    keys = [p.key for p in passages] + sentence_keys
+    written: list[Path] = []
+    if texts:
+        encode_cached(encoder or indexing_encoder(settings), texts, keys, _cache_dir(settings), settings.batch_size,
+                      progress, log, upload=True, written=written)
+    return written
+
+
+def drop_warmed(shards: list[Path]) -> None:
+    """Remove the cache shards ``warm_cache`` wrote for documents that were not added after all."""
+    for shard in shards:
+        shard.unlink(missing_ok=True)
+
+
+def _cache_dir(settings: Settings) -> Path:
+    return Path(settings.index) / "cache" / model_key(settings)
 
 
 def _reusable(folder: Path, signature: dict, rebuild: bool) -> tuple[dict | None, dict[str, list[Passage]]]:

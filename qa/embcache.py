@@ -17,14 +17,23 @@ from qa.storage import atomic_write, writing
 
 ENCODE_RATE = 70  # texts/s, for the warning before a long build (about 70-80 on a 2-core AMD EPYC, fp32)
 CACHE_SHARD = 512  # texts encoded between two cache writes
+SHARD_PREFIX = "emb"  # a build's shards: emb-<ns>-<random>.npz
+UPLOAD_PREFIX = "upload"  # an upload's, encoded ahead of its build (qa.build.warm_cache)
+# An upload's shard this old was abandoned. The largest upload (20 MB of text, about 80,000 texts)
+# encodes in about 20 minutes at ENCODE_RATE, so its first shard waits at most that long for its build.
+ABANDONED_S = 6 * 3600
 Log = Callable[[str], None]
 
 
 def encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, batch_size: int,
-                  show_progress: bool, log: Log) -> np.ndarray:
+                  show_progress: bool, log: Log, *, upload: bool = False,
+                  written: list[Path] | None = None) -> np.ndarray:
     """Embeddings for ``texts``, taking what the cache has and adding the rest to it as it goes.
 
-    Each distinct text is encoded once; the log counts repeated texts and cache hits apart."""
+    Each distinct text is encoded once; the log counts repeated texts and cache hits apart.
+    ``upload``: the texts are an upload's, encoded ahead of the build that adds it; its shards are
+    kept by other builds' compaction (see ``compact_cache``). The shards written are appended to
+    ``written`` when given."""
     cache = read_cache(cache_dir, dim=int(encoder.dim))
     first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each distinct text's first position
     missing = sorted(i for k, i in first.items() if k not in cache)
@@ -50,33 +59,49 @@ def encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, b
                     bar.update(len(batch))
                 vecs = np.concatenate(parts)
                 chunk_keys = [keys[i] for i in chunk]
-                write_shard(cache_dir, chunk_keys, vecs)
+                shard = write_shard(cache_dir, chunk_keys, vecs, prefix=UPLOAD_PREFIX if upload else SHARD_PREFIX)
+                if written is not None:
+                    written.append(shard)
                 cache.update(zip(chunk_keys, vecs))
         finally:
             bar.close()  # an error message then starts on a line of its own
     return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
 
 
+def cache_shards(cache_dir: Path) -> list[Path]:
+    """The shards of the cache: the builds' (oldest first), then the uploads'."""
+    if not cache_dir.is_dir():
+        return []
+    return sorted(cache_dir.glob(f"{SHARD_PREFIX}-*.npz")) + sorted(cache_dir.glob(f"{UPLOAD_PREFIX}-*.npz"))
+
+
 def read_cache(cache_dir: Path, dim: int | None = None) -> dict[str, np.ndarray]:
     """The cached embeddings by text key. A shard that is torn (a crash) or not a shard of
     ``dim``-wide vectors (hand-edited) is deleted: its texts are encoded again."""
     cache: dict[str, np.ndarray] = {}
-    for shard in sorted(cache_dir.glob("emb-*.npz")) if cache_dir.is_dir() else []:
-        try:
-            with np.load(shard) as data:
-                keys, vecs = data["keys"], data["vecs"]
-            if not (keys.ndim == 1 and (keys.dtype.kind == "U" or not len(keys)) and vecs.ndim == 2
-                    and len(vecs) == len(keys) and vecs.dtype.kind == "f" and dim in (None, vecs.shape[1])):
-                raise ValueError(f"{shard.name} is not a cache shard")
-            cache.update(zip(keys.tolist(), vecs.astype(np.float16, copy=False)))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            shard.unlink(missing_ok=True)
+    for shard in cache_shards(cache_dir):
+        keys, vecs = _read_shard(shard, dim)
+        cache.update(zip(keys, vecs))
     return cache
 
 
-def write_shard(cache_dir: Path, keys: list[str], vecs: np.ndarray) -> Path:
+def _read_shard(shard: Path, dim: int | None = None) -> tuple[list[str], np.ndarray]:
+    """The keys and vectors of one shard; none (and the shard deleted) when it is torn or not a shard."""
+    try:
+        with np.load(shard) as data:
+            keys, vecs = data["keys"], data["vecs"]
+        if not (keys.ndim == 1 and (keys.dtype.kind == "U" or not len(keys)) and vecs.ndim == 2
+                and len(vecs) == len(keys) and vecs.dtype.kind == "f" and dim in (None, vecs.shape[1])):
+            raise ValueError(f"{shard.name} is not a cache shard")
+        return keys.tolist(), vecs.astype(np.float16, copy=False)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        shard.unlink(missing_ok=True)
+        return [], np.zeros((0, dim or 0), np.float16)
+
+
+def write_shard(cache_dir: Path, keys: list[str], vecs: np.ndarray, prefix: str = SHARD_PREFIX) -> Path:
     """Write one shard of ``vecs`` under ``keys`` (atomically: a torn shard is never left behind)."""
-    path = cache_dir / f"emb-{time.time_ns()}-{uuid.uuid4().hex[:6]}.npz"
+    path = cache_dir / f"{prefix}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.npz"
     with writing(cache_dir):
         cache_dir.mkdir(parents=True, exist_ok=True)
     with writing(path):
@@ -85,13 +110,33 @@ def write_shard(cache_dir: Path, keys: list[str], vecs: np.ndarray) -> Path:
 
 
 def compact_cache(cache_dir: Path, live: set[str]) -> None:
-    """Keep only the embeddings of live texts, in one shard."""
-    shards = sorted(cache_dir.glob("emb-*.npz"))
+    """Keep only the embeddings of live texts, in one shard.
+
+    An upload's shard whose texts are not all live is kept as it is: the upload was encoded ahead
+    of its build (``qa.build.warm_cache``) while this build ran, and its build needs them; the
+    build that adds it finds them all live and folds them into its one shard. One older than
+    ``ABANDONED_S`` belongs to an upload that was never built (the server stopped meanwhile) and goes."""
+    shards = cache_shards(cache_dir)
     if len(shards) <= 1:
         return
-    cache = {k: v for k, v in read_cache(cache_dir).items() if k in live}
-    if cache:
-        keep = write_shard(cache_dir, list(cache), np.stack(list(cache.values())))
-        shards = [s for s in shards if s != keep]
+    cache: dict[str, np.ndarray] = {}
+    done: list[Path] = []
     for shard in shards:
+        keys, vecs = _read_shard(shard)
+        if shard.name.startswith(UPLOAD_PREFIX) and not live.issuperset(keys) and not _abandoned(shard):
+            continue
+        cache.update((k, v) for k, v in zip(keys, vecs) if k in live)
+        done.append(shard)
+    if not done:
+        return
+    if cache:
+        write_shard(cache_dir, list(cache), np.stack(list(cache.values())))
+    for shard in done:
         shard.unlink(missing_ok=True)
+
+
+def _abandoned(shard: Path) -> bool:
+    try:
+        return time.time() - shard.stat().st_mtime > ABANDONED_S
+    except OSError:
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from qa.abstain import explain, unmentioned
 from qa.answer import cite, reader_candidates, select_answers
@@ -16,7 +17,7 @@ from qa.index import Index, open_existing, stderr_log
 from qa.reader import Reader, load_reader
 from qa.followup import understand
 from qa.retrieve import retrieve
-from qa.datatypes import QAError, Result
+from qa.datatypes import Document, QAError, Result
 
 
 @dataclass
@@ -31,12 +32,15 @@ class Engine:
 
 
 def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progress: bool = True,
-                encoder=None, reader: Reader | None = None, fitting: bool = False) -> Engine:
+                encoder=None, reader: Reader | None = None, fitting: bool = False,
+                loaded: Mapping[str, Document] | None = None) -> Engine:
     """Load the index (building it first if missing or stale; with ``build`` False, as it is,
     with a warning when stale), the
     encoder and the reader. Pass ``encoder`` or ``reader`` (e.g. the previous engine's) to reuse them.
-    ``fitting``: a calibration is about to be fitted, so a reader without one is no error."""
-    index = ensure_index(settings, log=log, progress=progress) if build else open_existing(settings, log=log)
+    ``fitting``: a calibration is about to be fitted, so a reader without one is no error.
+    ``loaded``: documents already read, by id, which a build need not read again."""
+    index = (ensure_index(settings, log=log, progress=progress, loaded=loaded) if build
+             else open_existing(settings, log=log))
     engine = Engine(settings, index, encoder or query_encoder(settings))
     if settings.answerer == "reader":
         engine.reader = reader or load_reader(settings.reader or None, settings.model_path)

@@ -19,6 +19,7 @@ import argparse
 import html
 import logging
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from qa.web_server import launch  # first: it sets Gradio's environment before G
 import gradio as gr  # noqa: E402
 
 from qa.config import MODES, Settings  # noqa: E402
-from qa.datatypes import QAError  # noqa: E402
+import qa.build  # noqa: E402
+from qa.build import drop_warmed, warm_cache  # noqa: E402
+from qa.datatypes import Document, QAError  # noqa: E402
 from qa.index import documents_summary, stderr_log  # noqa: E402
 from qa.options import HOST, PORT, OneLineParser, add_serve_arguments, settings_from  # noqa: E402
 from qa.pipeline import Engine, ask, open_engine  # noqa: E402
@@ -36,13 +39,16 @@ from qa.present import to_dict  # noqa: E402
 from qa.web_page import (documents_summary_md, error_html, md_text, reply_html, rescan_message,  # noqa: E402
                          sentence, upload_message)
 from qa.web_requests import MAX_K, check_history, check_question_type, request_settings  # noqa: E402
-from qa.web_uploads import MAX_UPLOAD_BYTES, UPLOAD_TYPES, add_uploads, remove_uploads  # noqa: E402
+from qa.web_uploads import (MAX_UPLOAD_BYTES, UPLOAD_TYPES, place_uploads, remove_uploads,  # noqa: E402
+                            stage_uploads)
 
 EXAMPLES = [
     "How many drones has Russia purchased from Iran since 2022?",
     "Through which sea are Iranian drones shipped to Russia?",
     "What is Iran's interbank system called?",
 ]
+
+UPLOAD_CONCURRENCY = 4  # uploads read and encoded at the same time (each adds itself to the index in turn)
 
 log = logging.getLogger("qa.web")
 
@@ -56,7 +62,8 @@ class WebApp:
     def __init__(self, engine: Engine):
         self._engine = engine
         self._engine_lock = threading.Lock()  # guards reads and swaps of _engine
-        self._update_lock = threading.Lock()  # one corpus update (upload, re-scan) at a time
+        self._update_lock = threading.Lock()  # one index update (upload, re-scan) at a time
+        self._indexing_encoder = None  # (model, backend, precision), the encoder: for uploads, loaded on first use
 
     # ------------------------------------------------------------ the shared engine
 
@@ -71,8 +78,11 @@ class WebApp:
         with self._engine_lock:
             self._engine = engine
 
-    def reload(self, settings: Settings, notes: list[str] | None = None) -> Engine:
-        """Update the index of the corpus (incrementally) and swap in a fresh engine."""
+    def reload(self, settings: Settings, notes: list[str] | None = None,
+               loaded: dict[str, Document] | None = None) -> Engine:
+        """Update the index of the corpus (incrementally) and swap in a fresh engine.
+
+        ``loaded``: documents already read, by id, which the build need not read again."""
 
         def note(msg: str) -> None:
             stderr_log(msg)
@@ -83,7 +93,7 @@ class WebApp:
         same_model = (previous.settings.model, previous.settings.backend) == (settings.model, settings.backend)
         same_reader = previous.settings.reader == settings.reader
         engine = open_engine(settings, log=note, progress=True, encoder=previous.encoder if same_model else None,
-                             reader=previous.reader if same_reader else None)
+                             reader=previous.reader if same_reader else None, loaded=loaded)
         self.set_engine(engine)
         return engine
 
@@ -148,31 +158,65 @@ class WebApp:
         return documents_summary_md(rows, folder, sorted(engine.index.manifest.get("skipped", {}))), rows
 
     def upload_files(self, files: list[str] | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
-        """Upload handler: check the files, copy the good ones into the corpus, update the index."""
+        """Upload handler: check and read the files, encode them, then add them to the corpus and the index.
+
+        Only the last step holds the update lock, and by then every vector is in the embedding cache
+        and every document read, so it is short whatever the size of the upload: a large upload
+        never keeps another user's upload waiting for its reading or encoding, and questions are
+        answered from the current index all along.
+        """
         paths = [str(f) for f in files or []]
         if not paths:
             return gr.update(), *self.documents_view(), None
         progress(0, desc="Checking the files")
-        with self._update_lock:
-            settings = self.engine.settings
+        settings = self.engine.settings
+        corpus = Path(settings.corpus)
+        added: list[str] = []
+        warmed: list[list[Path]] = []  # the cache shards of each staged file
+        with tempfile.TemporaryDirectory(prefix="qa-upload-") as tmp:
+            staged, problems = stage_uploads(paths, corpus, corpus, Path(tmp))
             try:
-                added, problems = add_uploads(paths, Path(settings.corpus))
-            except QAError as e:
-                added, problems = [], [str(e)]
-            if added:
-                progress(0.1, desc="Indexing")
-                notes: list[str] = []
-                try:
-                    engine = self.reload(settings, notes)
-                except Exception as e:
-                    log.exception("indexing the uploads failed")
-                    remove_uploads(added, Path(settings.corpus))
-                    reason = str(e) if isinstance(e, QAError) else e.__class__.__name__
-                    problems.append(f"indexing failed ({reason}), so the files were not added")
-                    added = []
-                else:
-                    added = _indexed_uploads(added, engine, notes, problems)
+                if staged:
+                    progress(0.1, desc="Encoding")
+                    for item in staged:
+                        warmed.append(warm_cache(settings, [item.doc], encoder=self._indexer(settings),
+                                                 log=stderr_log, progress=True))
+                    progress(0.9, desc="Indexing")
+                    with self._update_lock:
+                        added, more, loaded = place_uploads(staged, corpus, corpus, self._indexed_digests())
+                        problems += more
+                        if added:
+                            notes: list[str] = []
+                            try:
+                                engine = self.reload(settings, notes, loaded=loaded)
+                            except BaseException:
+                                remove_uploads(added, corpus)
+                                raise
+                            added = _indexed_uploads(added, engine, notes, problems)
+            except Exception as e:
+                log.exception("indexing the uploads failed")
+                reason = str(e) if isinstance(e, QAError) else e.__class__.__name__
+                problems.append(f"indexing failed ({reason}), so the files were not added")
+                added = []
+            indexed = {meta["sha256"] for meta in self.engine.index.manifest["docs"].values()}
+            for item, shards in zip(staged, warmed):
+                if item.doc.sha256 not in indexed:  # refused, or the build failed: its vectors are not needed
+                    drop_warmed(shards)
         return upload_message(added, problems), *self.documents_view(), None
+
+    def _indexed_digests(self) -> dict[str, str]:
+        """sha256 -> document id of every file the live index holds (or skipped)."""
+        manifest = self.engine.index.manifest
+        return {**{v: k for k, v in manifest.get("skipped", {}).items()},
+                **{meta["sha256"]: doc for doc, meta in manifest["docs"].items()}}
+
+    def _indexer(self, settings: Settings):
+        """The encoder that indexes (the index's model, backend and precision), loaded once."""
+        key = (settings.model, settings.backend, settings.precision)
+        with self._engine_lock:
+            if self._indexing_encoder is None or self._indexing_encoder[0] != key:
+                self._indexing_encoder = (key, qa.build.indexing_encoder(settings))
+            return self._indexing_encoder[1]
 
     def rescan_corpus(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
         """Index whatever changed in the corpus folder since start-up (files dropped in by hand)."""
@@ -241,7 +285,7 @@ class WebApp:
             chatbot.clear(lambda: [], None, questions, api_visibility="private", queue=False)
             demo.load(self.documents_view, None, [summary, docs], api_visibility="private")
             upload.upload(self.upload_files, upload, [status, summary, docs, upload], api_visibility="private",
-                          concurrency_limit=1, concurrency_id="corpus", show_progress_on=upload)
+                          concurrency_limit=UPLOAD_CONCURRENCY, concurrency_id="uploads", show_progress_on=upload)
             rescan.click(self.rescan_corpus, None, [status, summary, docs], api_visibility="private",
                          concurrency_limit=1, concurrency_id="corpus", show_progress_on=status)
             gr.api(self.api_ask, api_name="ask")

@@ -1,4 +1,9 @@
-"""Uploaded files: checked (name, type, size, readable as a document) before they reach the corpus folder."""
+"""Uploaded files: checked (name, type, size, readable as a document) before they reach the corpus folder.
+
+An upload goes in two steps: ``stage_uploads`` checks and reads the files on a private copy (the
+slow part, which needs no lock), ``place_uploads`` copies those that passed into the corpus (quick,
+done under the page's update lock together with the index update).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import shutil
 import tempfile
 import unicodedata
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from qa.datatypes import QAError
-from qa.load import SUFFIXES, file_hash, fingerprint, load_document
+from qa.datatypes import Document, QAError
+from qa.load import SUFFIXES, doc_id, fingerprint, load_document
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_NAME_CHARS = 120
@@ -29,44 +35,91 @@ def safe_name(name: str) -> str:
     return stem[: MAX_NAME_CHARS - len(suffix)] + suffix
 
 
+@dataclass(frozen=True)
+class Staged:
+    """An uploaded file that passed the checks, read, waiting to enter the corpus."""
+
+    name: str  # its safe file name
+    path: Path  # the checked copy, in the staging folder
+    doc: Document  # as read, with the id it gets in the corpus under ``name``
+
+
 def add_uploads(paths: list[str], corpus: Path) -> tuple[list[str], list[str]]:
     """Copy the readable files among ``paths`` into ``corpus``: (names added, problems).
 
-    Each file is checked first (name, type, size, readable as a document, not already
-    in the corpus) on a temporary copy; a refused file leaves the corpus untouched. An
-    existing document is never overwritten: a different file of the same name gets a
-    numbered name.
+    ``stage_uploads`` then ``place_uploads``, in one go (the page does the two apart, see ``qa.web``).
     """
     corpus = Path(corpus)
+    with tempfile.TemporaryDirectory(prefix="qa-upload-") as tmp:
+        staged, problems = stage_uploads(paths, corpus, corpus, Path(tmp))
+        added, more, _ = place_uploads(staged, corpus, corpus, {})
+    return added, problems + more
+
+
+def stage_uploads(paths: list[str], corpus: Path, folder: Path, staging: Path) -> tuple[list[Staged], list[str]]:
+    """Check and read each of ``paths`` on a copy under ``staging``: (the files that passed, problems).
+
+    A file passes when its name can be made safe, its type is one the loaders read, its size is
+    within MAX_UPLOAD_BYTES, it reads as a document within the loaders' time budget, and the same
+    bytes are neither in the corpus nor earlier in ``paths``. Nothing here touches the corpus or
+    holds a lock: this is the slow part of an upload. ``folder`` is where uploads go in ``corpus``.
+    """
+    corpus, folder = Path(corpus), Path(folder)
+    where = folder.relative_to(corpus) if folder != corpus else Path()
     known = {digest: doc for doc, digest in fingerprint(corpus).items()}
+    staged: list[Staged] = []
+    problems: list[str] = []
+    for i, path in enumerate(map(Path, paths)):
+        try:
+            root = Path(staging) / str(i)
+            name, doc = _check_upload(path, root, where)
+            if doc.sha256 in known:
+                raise QAError(f"{name}: already in the corpus as {known[doc.sha256]}")
+        except QAError as e:
+            problems.append(str(e))
+            continue
+        known[doc.sha256] = name
+        staged.append(Staged(name, root / where / name, doc))
+    return staged, problems
+
+
+def place_uploads(staged: list[Staged], corpus: Path, folder: Path,
+                  known: dict[str, str]) -> tuple[list[str], list[str], dict[str, Document]]:
+    """Copy staged files into ``folder`` of ``corpus``: (their document ids, problems, the documents as read
+    by id, for the build). ``known``: digest -> document id of what the index holds, so a file
+    that another upload added meanwhile is refused. An existing document is never overwritten: a
+    different file of the same name gets a numbered name (and is read again by the build).
+    """
+    corpus, folder = Path(corpus), Path(folder)
+    known = dict(known)
     added: list[str] = []
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="qa-upload-") as tmp:
-        for i, path in enumerate(map(Path, paths)):
-            try:
-                name = _check_upload(path, Path(tmp) / str(i))
-                digest = file_hash(path.read_bytes())
-                if digest in known:
-                    raise QAError(f"{name}: already in the corpus as {known[digest]}")
-            except QAError as e:
-                problems.append(str(e))
-                continue
-            target = _free_target(corpus, name)
-            staged = corpus / f".upload-{uuid.uuid4().hex}.tmp"
-            shutil.copyfile(path, staged)
-            os.replace(staged, target)
-            known[digest] = target.name
-            added.append(target.name)
-    return added, problems
+    loaded: dict[str, Document] = {}
+    for item in staged:
+        if item.doc.sha256 in known:
+            problems.append(f"{item.name}: already in the corpus as {known[item.doc.sha256]}")
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        target = _free_target(folder, item.name)
+        temporary = folder / f".upload-{uuid.uuid4().hex}.tmp"
+        shutil.copyfile(item.path, temporary)
+        os.replace(temporary, target)
+        did = doc_id(target, corpus)
+        if did == item.doc.id:
+            loaded[did] = item.doc
+        known[item.doc.sha256] = did
+        added.append(did)
+    return added, problems, loaded
 
 
 def remove_uploads(names: list[str], corpus: Path) -> None:
-    """Take back files that ``add_uploads`` added (when indexing them failed)."""
+    """Take back files that ``place_uploads`` added (when indexing them failed), by document id."""
     for name in names:
         (Path(corpus) / name).unlink(missing_ok=True)
 
 
-def _check_upload(path: Path, folder: Path) -> str:
+def _check_upload(path: Path, root: Path, where: Path) -> tuple[str, Document]:
+    """The safe name of the upload at ``path`` and its document, read from a copy at ``root/where/name``."""
     name = safe_name(path.name)
     if Path(name).suffix.lower() not in SUFFIXES:
         raise QAError(f"{name}: not a supported file type (use {', '.join(UPLOAD_TYPES)})")
@@ -76,22 +129,24 @@ def _check_upload(path: Path, folder: Path) -> str:
         raise QAError(f"{name}: the upload could not be read") from e
     if size > MAX_UPLOAD_BYTES:
         raise QAError(f"{name}: too large ({size / 2**20:.1f} MB; at most {MAX_UPLOAD_BYTES // 2**20} MB)")
-    folder.mkdir()
-    copy = folder / name
-    shutil.copyfile(path, copy)
+    copy = root / where / name
+    copy.parent.mkdir(parents=True)
     try:
-        load_document(copy, folder)
+        shutil.copyfile(path, copy)
+    except OSError as e:
+        raise QAError(f"{name}: the upload could not be read") from e
+    try:
+        return name, load_document(copy, root)
     except QAError:
         raise
     except Exception as e:  # a parser choking on a damaged file: refuse it like any unreadable file
         raise QAError(f"{name}: unreadable ({e.__class__.__name__})") from e
-    return name
 
 
-def _free_target(corpus: Path, name: str) -> Path:
+def _free_target(folder: Path, name: str) -> Path:
     stem, suffix = os.path.splitext(name)
-    target, n = corpus / name, 1
+    target, n = folder / name, 1
     while target.exists():
         n += 1
-        target = corpus / f"{stem}-{n}{suffix}"
+        target = folder / f"{stem}-{n}{suffix}"
     return target

@@ -37,7 +37,8 @@ UPLOAD_API = "/gradio_api/upload"
 
 def fake_engine(corpus: Path, index: Path, docs: dict[str, int], skipped: list[str]) -> Engine:
     """An engine whose index is just a manifest: enough for the page, the documents panel and uploads."""
-    manifest = {"docs": {d: {"title": Path(d).stem.title(), "passages": n} for d, n in docs.items()},
+    manifest = {"docs": {d: {"title": Path(d).stem.title(), "passages": n, "sha256": f"{i:064x}"}
+                         for i, (d, n) in enumerate(docs.items())},
                 "skipped": {s: "0" * 64 for s in skipped}}
     return Engine(Settings(corpus=corpus, index=index), SimpleNamespace(manifest=manifest), None)
 
