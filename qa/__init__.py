@@ -25,6 +25,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 _EXPORTS = {
     "Settings": "qa.config",
+    "IndexSettings": "qa.config",
+    "AskSettings": "qa.config",
     "Engine": "qa.pipeline",
     "open_engine": "qa.pipeline",
     "ask": "qa.pipeline",

@@ -164,6 +164,7 @@ def build_index(
             "model": {"path": settings.model_path, "name": encoder.name, "dim": int(encoder.dim),
                       "backend": encoder.backend, "precision": encoder.precision},
             "split": {"sentences_per_passage": settings.sentences_per_passage, "overlap": settings.overlap},
+            "settings": settings.index_part(),  # authoritative when the index is loaded (qa.options.settings_from)
             "faiss": faiss_kind(len(passages), settings),
             "docs": docs_meta,
             "skipped": skipped,

@@ -12,8 +12,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from qa.options import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneLineParser,
-                        add_serve_arguments, add_settings_arguments, settings_from)
+from qa.options import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, GIVEN, READ, UPDATE,
+                        SERVE_DESCRIPTION, OneLineParser, add_serve_arguments, add_settings_arguments,
+                        settings_from)
 from qa.datatypes import QAError
 
 # Exit statuses, the same for every command (documented in `qa --help`).
@@ -146,38 +147,73 @@ def error_line(message) -> None:
     print(f"error: {text}", file=sys.stderr, flush=True)
 
 
+EXAMPLES = {
+    "index": """\
+examples:
+  qa index --corpus reports/ --index reports-index/    # build or update the index of reports/
+  qa index --sentences 3 --overlap 1                   # rebuild the default index with 3-sentence passages""",
+    "ask": """\
+examples:
+  qa ask "How many drones has Russia purchased from Iran since 2022?"
+  printf 'What is SEPAM?\\nWho supplies Su-35 jets?\\n' | qa ask --json --mode bm25 -k 3""",
+    "serve": """\
+examples:
+  qa serve                                             # http://127.0.0.1:7860/ (make run)
+  qa serve --port 8080 --corpus reports/ --index reports-index/""",
+    "eval": """\
+examples:
+  qa eval questions/seed.jsonl --out eval-out/seed     # our question set, side by side per mode
+  qa eval dev-v1.1.json --format squad --split heldout --modes hybrid-rrf --out eval-out/squad""",
+}
+INDEX_OPTIONS_NOTE = ("The index-shaping options (--sentences, --model, --precision, --faiss, ...) belong to "
+                      "`qa index --help`: a question is answered with the settings the index was built with.")
+
+
+def _command(sub, name: str, summary: str, description: str, epilog: str = ""):
+    """A subcommand whose help starts with a one-line description and ends with two examples."""
+    return sub.add_parser(name, help=summary, description=description,
+                          epilog=epilog + f"exit statuses: see `qa --help`\n\n{EXAMPLES[name]}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="qa", description="Ask questions of a folder of documents; "
                                      "answers are quoted from the documents with citations.",
                            epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("index", help="build or update the index of the corpus")
-    add_settings_arguments(p, retrieval=False)
+    p = _command(sub, "index", "build or update the index of the corpus",
+                 "Build or update the index of a folder of documents; the options given are saved with it and "
+                 "used by every later command that reads it.")
+    add_settings_arguments(p, ask=False)
     p.add_argument("--rebuild", action="store_true", help="re-read every document (cached embeddings still reused)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_index)
+    p.set_defaults(func=cmd_index, policy=UPDATE)
 
-    p = sub.add_parser("ask", help="answer questions (from the argument, or stdin one per line)",
-                       epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command(sub, "ask", "answer questions (from the argument, or stdin one per line)",
+                 "Answer questions from the documents, quoted with citations: the argument, or each line of stdin.",
+                 INDEX_OPTIONS_NOTE + "\n\n")
     p.add_argument("question", nargs="*", default=None, help="the question (omit to read questions from stdin)")
-    add_settings_arguments(p)
+    add_settings_arguments(p, index="hidden")
     p.add_argument("--json", action="store_true", help="one JSON object per question")
     p.add_argument("--no-build", action="store_true",
                    help="answer from the existing index as it is, even when the corpus changed (says so)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar when building the index")
-    p.set_defaults(func=cmd_ask)
+    p.set_defaults(func=cmd_ask, policy=READ)
 
-    p = sub.add_parser("serve", help="start the chat web page")
+    p = _command(sub, "serve", "start the chat web page",
+                 SERVE_DESCRIPTION,
+                 INDEX_OPTIONS_NOTE + "\n\n")
     add_serve_arguments(p)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, policy=READ)
 
     from qa.eval.setup import add_eval_arguments
-    p = sub.add_parser("eval", help="score question sets or benchmarks, per retrieval mode",
-                       epilog=EVAL_FOLDERS_HELP + EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command(sub, "eval", "score question sets or benchmarks, per retrieval mode",
+                 "Score a question set or a benchmark (SQuAD, BEIR) per retrieval mode and answerer, "
+                 "through the same path as `qa ask`.", EVAL_FOLDERS_HELP)
     add_eval_arguments(p)
     add_settings_arguments(p)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, policy=GIVEN)
 
     return parser
 

@@ -1,8 +1,12 @@
 """All settings in one place, with defaults that work out of the box.
 
-Every field can be set from the CLI (``qa --help``); a few also from the environment
-(``QA_CORPUS``, ``QA_INDEX``, ``QA_MODEL``). The abstention threshold chosen by
-``qa eval --calibrate`` is saved in the index folder and read back by ``load_saved``.
+Two lifetimes: ``IndexSettings`` shape the index (fixed when it is built, saved in its manifest,
+authoritative when it is loaded) and ``AskSettings`` shape one question. ``Settings`` holds both.
+Every field is a command-line option generated from the field (``qa.options``: flag, help text,
+choices and range from its metadata), and ``Settings.validate`` checks them all in one place; a
+few also come from the environment (``QA_CORPUS``, ``QA_INDEX``, ``QA_MODEL``, ``QA_READER``). The
+abstention threshold chosen by ``qa eval --calibrate`` is saved in the index folder and read back
+by ``load_saved``.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from qa.datatypes import QAError
 
 MODES = ("hybrid", "bm25", "dense")
 ANSWERERS = ("reader", "heuristic")
@@ -24,44 +30,75 @@ SAVED_SETTINGS_FILE = "settings.json"  # inside the index folder
 MAX_QUESTION_CHARS = 2000
 
 
+def knob(default, help: str, *, flag: str | None = None, choices: tuple | None = None, low: float | None = None,
+         high: float | None = None, shown: str | None = None, env: str | None = None):
+    """A settings field with what its option needs: the help text, the flag (default ``--name-with-dashes``),
+    the choices or the range a value must be in, how the default is shown in ``--help``, and the
+    environment variable that sets the default."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "low": low,
+                                            "high": high, "shown": shown, "env": env})
+
+
 @dataclass
-class Settings:
-    corpus: Path = Path(os.environ.get("QA_CORPUS", "corpus"))
-    index: Path = Path(os.environ.get("QA_INDEX", "index"))
-    follow_links: bool = False  # read links to files or folders outside the corpus folder
-    model: str = os.environ.get("QA_MODEL", "")  # empty: the bundled all-MiniLM-L6-v2
+class Location:
+    """Where the documents and the index are."""
 
-    # splitting
-    sentences_per_passage: int = 4
-    overlap: int = 1  # sentences shared by neighbouring passages
+    corpus: Path = knob(Path(os.environ.get("QA_CORPUS", "corpus")), "folder of documents", env="QA_CORPUS")
+    index: Path = knob(Path(os.environ.get("QA_INDEX", "index")), "index folder", env="QA_INDEX")
 
-    # encoding
-    backend: str = "auto"  # auto: ONNX Runtime when exported, else sentence-transformers
-    precision: str = "fp32"  # for indexing; queries are always fp32
-    batch_size: int = 32
 
-    # dense index
-    faiss: str = "auto"  # auto: exact (flat) below hnsw_min passages, HNSW above
-    hnsw_min: int = 50_000
-    hnsw_m: int = 32
-    hnsw_ef_search: int = 128
+@dataclass
+class IndexSettings(Location):
+    """Settings that shape the index: chosen by ``qa index``, saved in the index's manifest, and taken
+    from there by every command that reads it (an index's saved settings win when it is loaded)."""
 
-    # retrieval
-    mode: str = "hybrid"
-    fusion: str = "rrf"
-    rrf_k: int = 10  # chosen on the seed set and SQuAD dev: 10 beat 60 (README, "How the defaults were chosen")
-    dense_weight: float = 0.5  # share of the dense signals (passage and best sentence) in either fusion
-    candidates: int = 50  # hits taken from each retriever before fusion
-    k: int = 5  # passages returned and cited
+    follow_links: bool = knob(False, "read links that point outside the corpus folder (default: skip them "
+                              "with a warning)", shown="")
+    model: str = knob(os.environ.get("QA_MODEL", ""), "local sentence-transformers model folder", env="QA_MODEL",
+                      shown="the bundled all-MiniLM-L6-v2")
+    sentences_per_passage: int = knob(4, "sentences per passage", flag="--sentences", low=1)
+    overlap: int = knob(1, "sentences shared by neighbouring passages", low=0)
+    backend: str = knob("auto", "encoder runtime (auto: ONNX Runtime, exported on first use)", choices=BACKENDS)
+    precision: str = knob("fp32", "indexing precision (queries are always fp32)", choices=PRECISIONS)
+    batch_size: int = knob(32, "encoding batch size", low=1)
+    faiss: str = knob("auto", "dense index type (auto: exact below --hnsw-min passages, HNSW above)",
+                      choices=FAISS_KINDS)
+    hnsw_min: int = knob(50_000, "passages from which auto picks HNSW", low=1)
+    hnsw_m: int = knob(32, "HNSW graph degree", low=2)
 
-    # answering
-    answerer: str = "reader"  # reader: the trained span reader; heuristic: the older sentence scorer
-    reader: str = os.environ.get("QA_READER", "")  # empty: the shipped models/reader
-    # Top passages the reader reads (at most k). The int8 reader takes 36 ms for 3 passage windows
-    # of 170 tokens and 60 ms for 5 (AMD EPYC, 2 cores): 3 keeps a warm answer within 60 ms.
-    read: int = 3
-    threshold: float | None = None  # abstain below this confidence; None: the calibrated value
-    max_answers: int = 3
+    def index_part(self) -> dict:
+        """The index-shaping values (without the folders), as the manifest saves them."""
+        return {f.name: getattr(self, f.name) for f in fields(IndexSettings) if f.name not in LOCATION}
+
+
+@dataclass
+class AskSettings:
+    """Settings of one question: any run, and the page per request, may change them."""
+
+    mode: str = knob("hybrid", "retrieval mode", choices=MODES)
+    fusion: str = knob("rrf", "hybrid fusion method", choices=FUSIONS)
+    # 10 beat 60 on the seed set and SQuAD dev (README, "How the defaults were chosen")
+    rrf_k: int = knob(10, "reciprocal rank fusion constant", low=1)
+    dense_weight: float = knob(0.5, "hybrid: share of the dense signals (passage and best sentence) against BM25",
+                               low=0.0, high=1.0)
+    candidates: int = knob(50, "hits taken from each retriever before fusion", low=1)
+    k: int = knob(5, "passages retrieved and cited", flag="-k", low=1)
+    hnsw_ef_search: int = knob(128, "HNSW search depth", flag="--ef-search", low=1)
+    answerer: str = knob("reader", "what picks the answer (reader: the trained span reader; heuristic: the older "
+                         "sentence scorer, for comparison)", choices=ANSWERERS)
+    reader: str = knob(os.environ.get("QA_READER", ""), "reader model folder", env="QA_READER",
+                       shown="the shipped models/reader")
+    # The int8 reader takes 36 ms for 3 passage windows of 170 tokens and 60 ms for 5 (AMD EPYC,
+    # 2 cores): 3 keeps a warm answer within 60 ms.
+    read: int = knob(3, "top passages the reader reads", low=1)
+    threshold: float | None = knob(None, "abstain below this confidence, a probability for the reader",
+                                   low=0.0, high=1.0, shown="the calibrated value")
+    max_answers: int = knob(3, "most answers shown", low=1)
+
+
+@dataclass
+class Settings(AskSettings, IndexSettings):
+    """Every setting: where, what shapes the index, and how a question is answered."""
 
     @property
     def model_path(self) -> str:
@@ -69,6 +106,36 @@ class Settings:
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> "Settings":
+        """``self``, or QAError naming the option of the first value out of its range or choices."""
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            flag = option_flag(f)
+            if meta.get("choices") and value not in meta["choices"]:
+                raise QAError(f"unknown {flag} '{value}': expected one of {', '.join(meta['choices'])}")
+            low, high = meta.get("low"), meta.get("high")
+            if value is None or (low is None and high is None):
+                continue
+            if high is not None and not low <= value <= high:
+                raise QAError(f"{flag} must be between {low:g} and {high:g}, not {value:g}")
+            if value < low:
+                raise QAError(f"{flag} must be at least {low:g}, not {value:g}")
+        if self.overlap >= self.sentences_per_passage:
+            raise QAError("--overlap must be less than --sentences (the sentences per passage)")
+        if self.model and not Path(self.model).is_dir():
+            raise QAError(f"model folder not found: {self.model}")
+        return self
+
+
+LOCATION = tuple(f.name for f in fields(Location))
+INDEX_FIELDS = tuple(f.name for f in fields(IndexSettings) if f.name not in LOCATION)
+ASK_FIELDS = tuple(f.name for f in fields(AskSettings))
+
+
+def option_flag(f: dataclasses.Field) -> str:
+    """The command-line flag of a settings field."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def resolve_model(model: str) -> str:

@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from qa.config import Settings
+from qa.config import INDEX_FIELDS, PRECISIONS, IndexSettings, Settings
 from qa.load import corpus_files, doc_id, file_hash
 from qa.storage import CURRENT, damaged, with_current
 
@@ -139,6 +139,29 @@ def read_manifest_of(folder: Path, gen: Path) -> dict:
     if problem:
         raise damaged(folder, f"manifest.json {problem}")
     return manifest
+
+
+def saved_index_settings(folder: Path) -> dict | None:
+    """The index-shaping settings (``IndexSettings`` fields, without the folders) the index in ``folder``
+    was built with; None when there is no index; QAError (damaged, naming manifest.json) when a value
+    is of the wrong type. An index built before the manifest saved them gives what its signature holds."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    saved = manifest.get("settings")
+    if saved is None:
+        signature = manifest["signature"]
+        saved = {k: signature[k] for k in ("sentences_per_passage", "overlap", "faiss", "hnsw_m", "hnsw_min")
+                 if signature.get(k) is not None}
+        if manifest["model"].get("precision") in PRECISIONS:
+            saved["precision"] = manifest["model"]["precision"]
+    if not isinstance(saved, dict):
+        raise damaged(folder, "manifest.json has bad settings")
+    defaults = IndexSettings()
+    for name, value in saved.items():
+        if name in INDEX_FIELDS and type(value) is not type(getattr(defaults, name)):
+            raise damaged(folder, f"manifest.json has a bad setting {name}")
+    return {name: saved[name] for name in INDEX_FIELDS if name in saved}
 
 
 def _is_int(value) -> bool:

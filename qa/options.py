@@ -6,10 +6,14 @@ Used by `qa` (``qa.cli``) and by the chat page (``qa.web``), so neither imports 
 from __future__ import annotations
 
 import argparse
+import os
+from dataclasses import fields
 from pathlib import Path
 
-from qa.config import ANSWERERS, BACKENDS, FAISS_KINDS, FUSIONS, MODES, PRECISIONS, Settings, load_saved
+from qa.config import (INDEX_FIELDS, LOCATION, AskSettings, IndexSettings, Location, Settings, load_saved,
+                       option_flag, resolve_model)
 from qa.datatypes import QAError
+from qa.manifest import saved_index_settings
 
 EXIT_OK = 0  # done; `qa ask`: every question answered, or found not answered by the documents
 EXIT_FAILED = 1  # something went wrong that is not the input's fault (an OSError, an unexpected failure)
@@ -20,80 +24,127 @@ HOST = "127.0.0.1"  # the chat page's address: this machine only
 PORT = 7860
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, *, retrieval: bool = True) -> None:
-    """The knobs of ``Settings`` as options (defaults shown by --help)."""
-    d = Settings()
+READ = "read"  # ask, serve: the index's own settings; a different index-shaping option is an error
+UPDATE = "update"  # index: the options given, else the index's own settings
+GIVEN = "given"  # eval: the options given, else the defaults (a benchmark's index is built with them)
+_TYPES = {"Path": Path, "int": int, "float": float, "str": str, "float | None": float}
+_METAVARS = {"Path": "DIR", "int": "N", "float": "X", "str": "DIR", "float | None": "X"}  # str: model, reader folders
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, *, index: str = "shown", ask: bool = True) -> None:
+    """The fields of ``Settings`` as options, generated from the fields: flag, help, choices and the
+    default shown in ``--help`` come from each field's metadata (``qa.config.knob``).
+
+    ``index``: "shown" lists the index-shaping options; "hidden" accepts them without listing them
+    (``qa ask``: one that differs from the index's is an error saying to run ``qa index``).
+    ``ask``: add the per-question options."""
     g = parser.add_argument_group("corpus and index")
-    g.add_argument("--corpus", type=Path, help=f"folder of documents (default: {d.corpus})")
-    g.add_argument("--index", type=Path, help=f"index folder (default: {d.index})")
-    g.add_argument("--follow-links", action="store_true", default=None,
-                   help="read links that point outside the corpus folder (default: skip them with a warning)")
-    g.add_argument("--model", help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
-    g.add_argument("--backend", choices=BACKENDS, help=f"encoder runtime (default: {d.backend})")
-    g.add_argument("--precision", choices=PRECISIONS, help=f"indexing precision (default: {d.precision})")
-    g.add_argument("--batch-size", type=int, help=f"encoding batch size (default: {d.batch_size})")
-    g.add_argument("--sentences", dest="sentences_per_passage", type=int,
-                   help=f"sentences per passage (default: {d.sentences_per_passage})")
-    g.add_argument("--overlap", type=int, help=f"sentences shared by neighbouring passages (default: {d.overlap})")
-    g.add_argument("--faiss", choices=FAISS_KINDS, help=f"dense index type (default: {d.faiss}: exact below "
-                   f"{d.hnsw_min:,} passages, HNSW above)")
-    g.add_argument("--hnsw-min", type=int, help=f"passages from which auto picks HNSW (default: {d.hnsw_min})")
-    g.add_argument("--hnsw-m", type=int, help=f"HNSW graph degree (default: {d.hnsw_m})")
-    g.add_argument("--ef-search", dest="hnsw_ef_search", type=int, help=f"HNSW search depth (default: {d.hnsw_ef_search})")
-    if not retrieval:
+    for f in fields(Location):
+        _add_option(g, f)
+    if index == "shown":
+        g = parser.add_argument_group("index (fixed when it is built; saved with it)")
+    for f in fields(IndexSettings):
+        if f.name not in LOCATION:
+            _add_option(g, f, hidden=index == "hidden")
+    if ask:
+        g = parser.add_argument_group("retrieval and answers")
+        for f in fields(AskSettings):
+            _add_option(g, f)
+
+
+def _add_option(group, f, *, hidden: bool = False) -> None:
+    meta = f.metadata
+    if hidden:
+        help_text = argparse.SUPPRESS
+    else:
+        shown = meta.get("shown")
+        default = f.default if shown is None else shown
+        notes = ([f"default: {default}"] if default != "" else []) + ([f"env {meta['env']}"] if meta.get("env") else [])
+        help_text = meta["help"] + (f" ({'; '.join(notes)})" if notes else "")
+    if f.type == "bool":
+        group.add_argument(option_flag(f), dest=f.name, action="store_true", default=None, help=help_text)
         return
-    g = parser.add_argument_group("retrieval and answers")
-    g.add_argument("--mode", choices=MODES, help=f"retrieval mode (default: {d.mode})")
-    g.add_argument("--fusion", choices=FUSIONS, help=f"hybrid fusion method (default: {d.fusion})")
-    g.add_argument("--rrf-k", type=int, help=f"reciprocal rank fusion constant (default: {d.rrf_k})")
-    g.add_argument("--dense-weight", type=float, help=f"hybrid: share of the dense signals against BM25 (default: {d.dense_weight})")
-    g.add_argument("--candidates", type=int, help=f"hits taken from each retriever before fusion (default: {d.candidates})")
-    g.add_argument("-k", dest="k", type=int, help=f"passages retrieved and cited (default: {d.k})")
-    g.add_argument("--answerer", choices=ANSWERERS, help=f"what picks the answer (default: {d.answerer}: the "
-                   "trained span reader; heuristic: the older sentence scorer, for comparison)")
-    g.add_argument("--reader", help="reader model folder (default: the shipped models/reader)")
-    g.add_argument("--read", type=int, help=f"top passages the reader reads (default: {d.read})")
-    g.add_argument("--threshold", type=float, help="abstain below this confidence, a probability for the reader "
-                   "(default: the calibrated value)")
-    g.add_argument("--max-answers", type=int, help=f"most answers shown (default: {d.max_answers})")
+    metavar = None if meta.get("choices") else _METAVARS[f.type]
+    group.add_argument(option_flag(f), dest=f.name, type=_TYPES[f.type], choices=meta.get("choices"),
+                       metavar=metavar, help=help_text)
+
+
+SERVE_DESCRIPTION = "Serve the chat page: ask the documents in a browser, read quoted answers, add documents."
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of serving the chat page (``qa serve``, ``python ui.py``): where to listen, and the settings."""
-    parser.add_argument("--host", default=HOST, help=f"address to bind (default: {HOST}; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=PORT, help=f"port (default: {PORT})")
-    add_settings_arguments(parser)
+    """The options of serving the chat page (``qa serve``, ``python ui.py``): where to listen, and the settings.
+    ``GRADIO_SERVER_NAME`` and ``GRADIO_SERVER_PORT`` set the defaults of --host and --port, as for any Gradio app."""
+    host = os.environ.get("GRADIO_SERVER_NAME") or HOST
+    port = os.environ.get("GRADIO_SERVER_PORT") or str(PORT)
+    parser.add_argument("--host", default=host, help=f"address to bind (default: {host}; 0.0.0.0 for all; "
+                        "env GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=port_number, default=port,  # a string default goes through the type too
+                        help=f"port (default: {port}; env GRADIO_SERVER_PORT)")
+    add_settings_arguments(parser, index="hidden")
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Defaults, then what calibration saved in the index folder, then the command line."""
-    base = Settings()
-    base = base.replace(corpus=getattr(args, "corpus", None), index=getattr(args, "index", None))
-    names = [f for f in vars(Settings()) if f not in ("corpus", "index")]
-    settings = load_saved(base.replace(**{n: getattr(args, n, None) for n in names}))
-    _check(settings)
-    return settings
+def port_number(text: str) -> int:
+    """A TCP port from --port or GRADIO_SERVER_PORT (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text!r} (from --port or "
+                                         "GRADIO_SERVER_PORT)")
+    return port
 
 
-def _check(s: Settings) -> None:
-    if s.k < 1 or s.candidates < 1:
-        raise QAError("-k and --candidates must be at least 1")
-    if s.sentences_per_passage < 1 or not 0 <= s.overlap < s.sentences_per_passage:
-        raise QAError("--sentences must be at least 1 and --overlap between 0 and sentences - 1")
-    if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
-        raise QAError("--threshold must be between 0 and 1")
-    if s.answerer not in ANSWERERS:
-        raise QAError(f"unknown answerer '{s.answerer}': expected one of {', '.join(ANSWERERS)}")
-    if s.read < 1:
-        raise QAError("--read must be at least 1")
-    if not 0.0 <= s.dense_weight <= 1.0:
-        raise QAError("--dense-weight must be between 0 and 1")
-    if s.batch_size < 1 or s.max_answers < 1 or s.rrf_k < 1:
-        raise QAError("--batch-size, --max-answers and --rrf-k must be at least 1")
-    if s.hnsw_m < 2 or s.hnsw_ef_search < 1 or s.hnsw_min < 1:
-        raise QAError("--hnsw-m must be at least 2, --ef-search and --hnsw-min at least 1")
-    if s.model and not Path(s.model).is_dir():
-        raise QAError(f"model folder not found: {s.model}")
+def settings_from(args: argparse.Namespace, *, policy: str | None = None) -> Settings:
+    """The settings of a run, validated: the defaults, then the index's saved index-shaping settings
+    (``policy`` READ and UPDATE), then the options given, then the threshold calibration saved.
+
+    READ (``qa ask``, ``qa serve``): an index-shaping option that differs from what the index was
+    built with is a QAError saying to run ``qa index``, so a one-off question never rebuilds the
+    shared index. UPDATE (``qa index``): the options given change the index. GIVEN (``qa eval``):
+    the saved settings are not read. Without ``policy``, the command's (``args.policy``), else READ."""
+    policy = policy or getattr(args, "policy", READ)
+    given = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
+    settings = Settings().replace(**{k: v for k, v in given.items() if k in LOCATION})
+    saved = None
+    if policy != GIVEN:
+        try:
+            saved = saved_index_settings(Path(settings.index))
+        except QAError:
+            if policy == READ:
+                raise
+            # UPDATE: a damaged index is rebuilt with the options given
+    settings = settings.replace(**(saved or {})).replace(**given).validate()
+    if saved is not None and policy == READ:
+        _check_same_index(settings, saved, {k: v for k, v in given.items() if k in INDEX_FIELDS})
+    return load_saved(settings)
+
+
+def _check_same_index(settings: Settings, saved: dict, given: dict) -> None:
+    """QAError when an index-shaping option given differs from what the index was built with."""
+    defaults = Settings()
+    changed = [name for name, value in given.items()
+               if not _same(name, value, saved.get(name, getattr(defaults, name)))]
+    if not changed:
+        return
+    flags = {f.name: f for f in fields(Settings)}
+    was = ", ".join(_shown(flags[n], saved.get(n, getattr(defaults, n))) for n in changed)
+    want = " ".join(_shown(flags[n], given[n]) for n in changed)
+    raise QAError(f"the index in {settings.index} was built with {was}; a question cannot change it: run "
+                  f"`qa index {want}` to rebuild it (every later question then uses it)")
+
+
+def _same(name: str, a, b) -> bool:
+    if name == "model":
+        return Path(resolve_model(a)).resolve() == Path(resolve_model(b)).resolve()
+    return a == b
+
+
+def _shown(f, value) -> str:
+    if f.type == "bool":
+        return option_flag(f) if value else f"no {option_flag(f)}"
+    return f"{option_flag(f)} {value}"
 
 
 class OneLineParser(argparse.ArgumentParser):

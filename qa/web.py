@@ -23,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from qa.web_server import launch  # first: it sets Gradio's environment before Gradio is imported
+from qa.web_server import check_port, launch  # first: it sets Gradio's environment before Gradio is imported
 
 import gradio as gr  # noqa: E402
 
@@ -32,7 +32,8 @@ import qa.build  # noqa: E402
 from qa.build import drop_warmed, warm_cache  # noqa: E402
 from qa.datatypes import Document, QAError  # noqa: E402
 from qa.index import documents_summary, stderr_log  # noqa: E402
-from qa.options import HOST, PORT, OneLineParser, add_serve_arguments, settings_from  # noqa: E402
+from qa.options import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, HOST, PORT, SERVE_DESCRIPTION,  # noqa: E402
+                        OneLineParser, add_serve_arguments, settings_from)
 from qa.pipeline import Engine, ask, open_engine  # noqa: E402
 from qa.pipeline import threshold as effective_threshold  # noqa: E402
 from qa.present import to_dict  # noqa: E402
@@ -320,21 +321,26 @@ def main(args: argparse.Namespace | None = None) -> int:
     """Load the engine (building the index if needed) and serve the page; ``qa serve`` calls this."""
     args = args if args is not None else build_parser().parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    host = getattr(args, "host", None) or HOST
+    port = PORT if getattr(args, "port", None) is None else args.port
     try:
+        check_port(host, port)  # before the engine loads: that can take a while
         demo = build_app(settings_from(args)).page()
+        launch(demo, host, port)
+    except OSError as e:  # the port is taken, a full disk (IndexWriteError), ...: not the input's fault
+        print(f"error: cannot start the server: {e if isinstance(e, QAError) else e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
     except QAError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        launch(demo, getattr(args, "host", None) or HOST, getattr(args, "port", None) or PORT)
-    except OSError as e:  # e.g. the port is taken
-        print(f"error: cannot start the server: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 def build_parser(prog: str = "ui.py") -> argparse.ArgumentParser:
     """The options of ``python ui.py``: those of ``qa serve``."""
-    parser = OneLineParser(prog=prog, description="Serve the question-answering chat page.")
+    parser = OneLineParser(prog=prog, description=SERVE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="exit statuses: as `qa --help` lists them\n\nexamples:\n"
+                                  "  python ui.py                                  # http://127.0.0.1:7860/\n"
+                                  "  python ui.py --port 8080 --corpus reports/ --index reports-index/")
     add_serve_arguments(parser)
     return parser

@@ -7,6 +7,7 @@ HTTP 403 before Gradio sees it, which shuts out DNS rebinding and cross-site req
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -21,6 +22,7 @@ from fastapi import FastAPI  # noqa: E402
 from starlette.datastructures import Headers  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 
+from qa.datatypes import QAError  # noqa: E402
 from qa.options import HOST, PORT  # noqa: E402
 from qa.web_page import CSS  # noqa: E402
 from qa.web_uploads import MAX_UPLOAD_BYTES  # noqa: E402
@@ -43,11 +45,35 @@ def launch(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> None:
     server.run(sockets=[sock])
 
 
-def make_server(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> tuple[uvicorn.Server, socket.socket]:
-    """A server for ``demo`` and its socket, already bound (port 0: any free port); OSError when taken.
+class PortInUse(QAError, OSError):
+    """The port is taken: one line saying how to start on another."""
 
-    Run it with ``server.run(sockets=[sock])``; set ``server.should_exit`` to stop it.
-    """
+
+def check_port(host: str = HOST, port: int = PORT) -> None:
+    """PortInUse, naming a free port to use instead, when ``host``:``port`` cannot be bound."""
+    try:
+        _bind(host, port).close()
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        free = _free_port(host, port)
+        raise PortInUse(f"port {port} is in use (another `qa serve`?): start on another port with "
+                        f"`--port {free}` (`make run ARGS=\"--port {free}\"`, or GRADIO_SERVER_PORT={free})") from e
+
+
+def _free_port(host: str, port: int) -> int:
+    """The first port after ``port`` that can be bound (or any free one)."""
+    for candidate in range(port + 1, min(port + 100, 65536)):
+        try:
+            _bind(host, candidate).close()
+            return candidate
+        except OSError:
+            continue
+    with _bind(host, 0) as sock:
+        return sock.getsockname()[1]
+
+
+def _bind(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
@@ -57,6 +83,15 @@ def make_server(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> tuple[uv
     except OSError:
         sock.close()
         raise
+    return sock
+
+
+def make_server(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> tuple[uvicorn.Server, socket.socket]:
+    """A server for ``demo`` and its socket, already bound (port 0: any free port); OSError when taken.
+
+    Run it with ``server.run(sockets=[sock])``; set ``server.should_exit`` to stop it.
+    """
+    sock = _bind(host, port)
     config = uvicorn.Config(asgi_app(demo, host, port), log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=3)  # then open event streams (browser tabs) are cut
     return uvicorn.Server(config), sock

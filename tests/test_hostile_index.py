@@ -465,10 +465,12 @@ def test_read_only_index_through_the_cli(idx, fast, monkeypatch, capsys):
         "answering from the existing index",
     ]
     assert "1,700" in json.loads(out)["answers"][0]["text"]
-    # other index settings cannot fall back on an index built differently: one line, exit 2
+    # a question never rebuilds the index with other index settings: one line saying to run `qa index`, exit 2
     rc, out, err = run_main(["ask", "--sentences", "3", "--answerer", "heuristic", *where(idx), DRONES_QUESTION],
                             capsys)
-    assert error_line(rc, err, 1) == f"error: read-only file system: cannot write {lock}" and out == ""
+    assert error_line(rc, err, 2) == (
+        f"error: the index in {idx.index} was built with --sentences 4; a question cannot change it: run "
+        "`qa index --sentences 3` to rebuild it (every later question then uses it)") and out == ""
     monkeypatch.undo()
     assert snapshot(idx.index) == before
 
