@@ -11,6 +11,7 @@ from qa.config import MAX_QUESTION_CHARS, MODES, Settings
 from qa.datatypes import QAError
 
 MAX_K = 20
+MAX_HISTORY = 200  # earlier questions a request may send; a follow-up is read with the last one
 
 
 def request_settings(settings: Settings, mode: str | None = None, k: int | float | None = None,
@@ -41,6 +42,9 @@ def check_history(history) -> list[str]:
         return []
     if not isinstance(history, (list, tuple)):
         raise QAError(f"the history must be a list of earlier questions (strings), not {shown(history)}")
+    if len(history) > MAX_HISTORY:
+        raise QAError(f"the history is too long ({len(history):,} questions; at most {MAX_HISTORY}: "
+                      "only the last ones matter)")
     for i, item in enumerate(history, 1):
         if not isinstance(item, str):
             raise QAError(f"the history must be a list of earlier questions (strings), "

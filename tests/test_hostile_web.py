@@ -262,6 +262,13 @@ BAD_ASKS = [
      "The history must be a list of earlier questions (strings), but item 2 is 7."),
     ({"history": [["nested"]]}, "The history must be a list of earlier questions (strings), but item 1 is a list."),
     ({"history": ["x" * 2001]}, "Item 1 of the history is too long (2,001 characters; at most 2,000)."),
+    ({"history": ["Why?"] * 201}, "The history is too long (201 questions; at most 200: only the last ones matter)."),
+    ({"history": [None]}, "The history must be a list of earlier questions (strings), but item 1 is None."),
+    ({"threshold": [0.5]}, "The threshold must be a number from 0 to 1, not a list."),
+    ({"threshold": {"v": 1}}, "The threshold must be a number from 0 to 1, not a dict."),
+    ({"k": ""}, "The number of passages k must be a whole number from 1 to 20, not ''."),
+    ({"k": "1e400"}, "The number of passages k must be a whole number from 1 to 20, not '1e400'."),
+    ({"mode": 3}, "Unknown mode 3: expected one of hybrid, bm25, dense."),
     ({"question": 42}, "The question must be text, not 42."),
     ({"question": {"text": "hi"}}, "The question must be text, not a dict."),
 ]
