@@ -21,11 +21,13 @@ from qa.datatypes import QAError
 EXIT_STATUS_HELP = f"""\
 exit status (every error is one `error: ...` line on stderr):
   {EXIT_OK}    success; for `ask`, every question was answered (or found not to be answered by the documents)
-  {EXIT_FAILED}    a failure that is not the input's fault: an operating-system error (e.g. a full disk), or
+  {EXIT_FAILED}    a failure that is not the input's fault: an operating-system error (e.g. a full disk, or
+       `serve`'s port already in use: it names a free one), or
        answering a question failed unexpectedly (`ask` still answers the other lines of stdin)
   {EXIT_BAD_INPUT}    usage error or bad input: an unknown option or bad value, an empty or too long question
        (as an argument, or as a line of stdin: the other lines are still answered), a missing or
-       empty corpus, a damaged index, a malformed question set; {EXIT_BAD_INPUT} when {EXIT_FAILED} applies too
+       empty corpus, a damaged index, a malformed question set, an index setting given to `ask` or
+       `serve` that differs from the index's (run `qa index` to change it); {EXIT_BAD_INPUT} when {EXIT_FAILED} applies too
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 
 EVAL_FOLDERS_HELP = """\

@@ -65,6 +65,7 @@ class WebApp:
         self._engine_lock = threading.Lock()  # guards reads and swaps of _engine
         self._update_lock = threading.Lock()  # one index update (upload, re-scan) at a time
         self._indexing_encoder = None  # (model, backend, precision), the encoder: for uploads, loaded on first use
+        self._encoder_lock = threading.Lock()  # guards loading it (questions never wait for that)
 
     # ------------------------------------------------------------ the shared engine
 
@@ -214,7 +215,7 @@ class WebApp:
     def _indexer(self, settings: Settings):
         """The encoder that indexes (the index's model, backend and precision), loaded once."""
         key = (settings.model, settings.backend, settings.precision)
-        with self._engine_lock:
+        with self._encoder_lock:
             if self._indexing_encoder is None or self._indexing_encoder[0] != key:
                 self._indexing_encoder = (key, qa.build.indexing_encoder(settings))
             return self._indexing_encoder[1]

@@ -217,7 +217,7 @@ def test_help_documents_the_exit_statuses(capsys, monkeypatch):
     statuses = [
         "exit status (every error is one `error: ...` line on stderr):",
         "  0    success; for `ask`, every question was answered (or found not to be answered by the documents)",
-        "  1    a failure that is not the input's fault: an operating-system error (e.g. a full disk), or",
+        "  1    a failure that is not the input's fault: an operating-system error (e.g. a full disk, or",
         "  2    usage error or bad input: an unknown option or bad value, an empty or too long question",
         "  130  interrupted (Ctrl-C)",
     ]
