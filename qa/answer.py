@@ -69,6 +69,7 @@ def cite(hits: list[Hit], answers: list[Answer], index: Index) -> tuple[list[Cit
             start=first.start, end=end, line=line, text=text, passage_line=first.line, passage_end_line=end_line,
             page=page or None, page_line=page_line or None,
             passage_pages=(first.page, end_page) if first.page else None, heading=first.heading,
+            score=round(float(hits[group[0]].score), 6),
         ))
     return citations, out
 

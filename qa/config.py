@@ -28,6 +28,8 @@ BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("fp32", "bf16", "int8")
 SAVED_SETTINGS_FILE = "settings.json"  # inside the index folder
 MAX_QUESTION_CHARS = 2000
+UPLOADS = "uploads"  # the page's uploads go into this folder inside the corpus folder (git-ignored)
+CORPUS_CHECK_S = 1.0  # the page looks for files changed in the corpus folder at most this often
 
 
 def knob(default, help: str, *, flag: str | None = None, choices: tuple | None = None, low: float | None = None,

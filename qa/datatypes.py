@@ -93,6 +93,7 @@ class Citation:
     page_line: int | None = None  # line of ``line`` on that page
     passage_pages: tuple[int, int] | None = None  # first and last page of the cited text (paged documents)
     heading: str = ""  # the section heading of the cited text (context, not part of ``text``)
+    score: float = 0.0  # the retrieval score of its best passage (the mode's; the fused score for hybrid)
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Understanding:
     query: str  # what was searched: the question itself, or with the previous question beside it
     followup: bool
     why: str = ""  # empty when there was no earlier question
+    read_as: str = ""  # what the reader reads, when not ``query``: a follow-up with the previous question's words
 
 
 @dataclass

@@ -116,7 +116,8 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
             raise QAError("this engine was opened without a reader (open it with answerer='reader')")
         read = hits[: settings.read]
         missing = unmentioned(question, engine.index)
-        ranked_spans, reader_ms = reader_candidates(engine.reader, engine.calibration, query, read,
+        ranked_spans, reader_ms = reader_candidates(engine.reader, engine.calibration,
+                                                    decision.understanding.read_as or query, read,
                                                     unmentioned=bool(missing))
         answers = select_answers(ranked_spans, read, engine.calibration, threshold=needed,
                                  max_answers=settings.max_answers)

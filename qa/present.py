@@ -56,7 +56,8 @@ def to_dict(result: Result) -> dict:
             {"n": c.n, "doc": c.doc, "title": c.title, "heading": c.heading, "passage": c.passage, "start": c.start,
              "end": c.end, "line": c.line, "page": c.page, "page_line": c.page_line, "passage_line": c.passage_line,
              "passage_end_line": c.passage_end_line,
-             "passage_pages": list(c.passage_pages) if c.passage_pages else None, "text": c.text}
+             "passage_pages": list(c.passage_pages) if c.passage_pages else None, "text": c.text,
+             "score": c.score}
             for c in result.citations
         ],
         "mode": result.mode,
@@ -86,10 +87,15 @@ def differ_line(result: Result) -> str:
     d = result.disagreement
     if d is None:
         return ""
-    cites = {c.n: c for c in result.citations}
-    said = [f"[{a.citation}] says “{a.span}” ({cites[a.citation].doc}:{cites[a.citation].line})"
-            if a.citation in cites else f"[{a.citation}] says “{a.span}”" for a in d.answers]
+    said = [f"[{a.citation}] says “{a.span}” ({answer_location(a)})" for a in d.answers]
     return f"Sources differ: {'; '.join(said)}."
+
+
+def answer_location(a: Answer) -> str:
+    """Where an answer's text starts: ``report.txt:12``, or in a paged document ``brief.pdf p. 2, line 5``."""
+    if a.page is not None:
+        return f"{a.doc} p. {a.page}, line {a.page_line}"
+    return f"{a.doc}:{a.line}"
 
 
 def to_text(result: Result, *, color: bool = False) -> str:

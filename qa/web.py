@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import html
 import logging
+import re
 import sys
 import tempfile
 import threading
@@ -27,21 +28,24 @@ from qa.web_server import check_port, launch  # first: it sets Gradio's environm
 
 import gradio as gr  # noqa: E402
 
-from qa.config import MODES, Settings  # noqa: E402
+from qa.config import MODES, UPLOADS, Settings  # noqa: E402
 import qa.build  # noqa: E402
 from qa.build import drop_warmed, warm_cache  # noqa: E402
 from qa.datatypes import Document, QAError  # noqa: E402
 from qa.index import documents_summary, stderr_log  # noqa: E402
+from qa.manifest import staleness  # noqa: E402
 from qa.options import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, HOST, PORT, SERVE_DESCRIPTION,  # noqa: E402
                         OneLineParser, add_serve_arguments, settings_from)
 from qa.pipeline import Engine, ask, open_engine  # noqa: E402
 from qa.pipeline import threshold as effective_threshold  # noqa: E402
 from qa.present import to_dict  # noqa: E402
-from qa.web_page import (documents_summary_md, error_html, md_text, reply_html, rescan_message,  # noqa: E402
-                         sentence, upload_message)
+from qa.transcript import conversation_json, conversation_markdown  # noqa: E402
+from qa.watch import CorpusWatch  # noqa: E402
+from qa.web_page import (documents_summary_md, error_html, md_code, md_text, reply_html,  # noqa: E402
+                         rescan_message, sentence, upload_message)
 from qa.web_requests import MAX_K, check_history, check_question_type, request_settings  # noqa: E402
-from qa.web_uploads import (MAX_UPLOAD_BYTES, UPLOAD_TYPES, place_uploads, remove_uploads,  # noqa: E402
-                            stage_uploads)
+from qa.web_uploads import (MAX_UPLOAD_BYTES, UPLOAD_TYPES, place_uploads, remove_upload,  # noqa: E402
+                            remove_uploads, stage_uploads, uploaded)
 
 EXAMPLES = [
     "How many drones has Russia purchased from Iran since 2022?",
@@ -66,6 +70,8 @@ class WebApp:
         self._update_lock = threading.Lock()  # one index update (upload, re-scan) at a time
         self._indexing_encoder = None  # (model, backend, precision), the encoder: for uploads, loaded on first use
         self._encoder_lock = threading.Lock()  # guards loading it (questions never wait for that)
+        self.watch = CorpusWatch()
+        self._export_dir = Path(tempfile.mkdtemp(prefix="qa-export-"))
 
     # ------------------------------------------------------------ the shared engine
 
@@ -101,32 +107,58 @@ class WebApp:
 
     # ------------------------------------------------------------ answering
 
-    def respond(self, message: str, chat: list[dict], questions: list[str], mode: str, k: float,
-                threshold: float) -> tuple[str, list[dict], list[str]]:
-        """Chat handler: answer ``message`` in the context of this session's earlier questions."""
+    def respond(self, message: str, chat: list[dict], questions: list[str], transcript: list[dict], mode: str,
+                k: float, threshold: float) -> tuple[str, list[dict], list[str], list[dict]]:
+        """Chat handler: answer ``message`` in the context of this session's earlier questions.
+
+        ``questions`` holds each earlier question as it was searched (a follow-up with its
+        context), ``transcript`` each reply as ``qa ask --json`` gives it (for the export)."""
         question = (message or "").strip()
         if not question:
             gr.Warning("Type a question first.")
-            return message, chat, questions
+            return message, chat, questions, transcript
         shown = question if len(question) <= 300 else question[:300] + " …"
         chat = list(chat or []) + [{"role": "user", "content": html.escape(shown)}]
         try:
+            self.refresh()
             engine = self.engine
             result = ask(engine, question, history=list(questions or []),
                          settings=request_settings(engine.settings, mode, k, threshold))
         except QAError as e:
-            return "", chat + [{"role": "assistant", "content": error_html(e)}], questions
+            return "", chat + [{"role": "assistant", "content": error_html(e)}], questions, transcript
         except Exception:
             log.exception("answering %r failed", question)
             reply = error_html("something went wrong while answering; the error was logged on the server")
-            return "", chat + [{"role": "assistant", "content": reply}], questions
-        return "", chat + [{"role": "assistant", "content": reply_html(result)}], list(questions or []) + [question]
+            return "", chat + [{"role": "assistant", "content": reply}], questions, transcript
+        searched = result.understood.query if result.understood else question
+        return ("", chat + [{"role": "assistant", "content": reply_html(result)}],
+                list(questions or []) + [searched], list(transcript or []) + [to_dict(result)])
 
-    def respond_example(self, evt: gr.SelectData, chat: list[dict], questions: list[str], mode: str, k: float,
-                        threshold: float) -> tuple[str, list[dict], list[str]]:
-        """Answer the example question that was clicked."""
-        value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
-        return self.respond(value.get("text", ""), chat, questions, mode, k, threshold)
+    def exports(self, transcript: list[dict], request: gr.Request | None = None) -> tuple:
+        """The export buttons: the conversation as Markdown and as JSON files (none while it is empty)."""
+        if not transcript:
+            return gr.update(value=None, interactive=False), gr.update(value=None, interactive=False)
+        session = re.sub(r"\W", "", getattr(request, "session_hash", "") or "") or "session"
+        folder = self._export_dir / session
+        folder.mkdir(parents=True, exist_ok=True)
+        md, js = folder / "conversation.md", folder / "conversation.json"
+        md.write_text(conversation_markdown(transcript), encoding="utf-8")
+        js.write_text(conversation_json(transcript), encoding="utf-8")
+        return gr.update(value=str(md), interactive=True), gr.update(value=str(js), interactive=True)
+
+    def refresh(self) -> None:
+        """Index what changed in the corpus folder since the last look (files added, changed or
+        removed by hand), before a question is answered; at most every ``CORPUS_CHECK_S`` seconds
+        (a stat of each file, as git does). A failed update keeps the index as it was."""
+        settings = self.engine.settings
+        if not self.watch.changed(settings):
+            return
+        with self._update_lock:
+            try:
+                if staleness(settings):
+                    self.reload(settings)
+            except QAError as e:
+                log.warning("the corpus folder changed but could not be indexed: %s", e)
 
     def api_ask(self, question: str, mode: str | None = None, k: int | None = None, threshold: float | None = None,
                 history: list[str] | None = None) -> dict:
@@ -139,6 +171,7 @@ class WebApp:
         try:
             check_question_type(question)
             history = check_history(history)
+            self.refresh()
             engine = self.engine
             result = ask(engine, question, history=history,
                          settings=request_settings(engine.settings, mode, k, threshold))
@@ -176,7 +209,7 @@ class WebApp:
         added: list[str] = []
         warmed: list[list[Path]] = []  # the cache shards of each staged file
         with tempfile.TemporaryDirectory(prefix="qa-upload-") as tmp:
-            staged, problems = stage_uploads(paths, corpus, corpus, Path(tmp))
+            staged, problems = stage_uploads(paths, corpus, corpus / UPLOADS, Path(tmp))
             try:
                 if staged:
                     progress(0.1, desc="Encoding")
@@ -185,7 +218,7 @@ class WebApp:
                                                  log=stderr_log, progress=True))
                     progress(0.9, desc="Indexing")
                     with self._update_lock:
-                        added, more, loaded = place_uploads(staged, corpus, corpus, self._indexed_digests())
+                        added, more, loaded = place_uploads(staged, corpus, corpus / UPLOADS, self._indexed_digests())
                         problems += more
                         if added:
                             notes: list[str] = []
@@ -231,16 +264,37 @@ class WebApp:
                 return f"**Error:** {md_text(sentence(str(e)))}", *self.documents_view()
         return rescan_message(notes), *self.documents_view()
 
+    def remove_document(self, doc: str | None) -> tuple:
+        """Confirmed removal of an uploaded document: delete the file and update the index at once."""
+        if not doc:
+            return "Choose an uploaded document to remove first.", *self.documents_view(), *self.removal_view()
+        with self._update_lock:
+            settings = self.engine.settings
+            try:
+                remove_upload(doc, Path(settings.corpus))
+                self.reload(settings)
+            except QAError as e:
+                return f"**Not removed:** {md_text(sentence(str(e)))}", *self.documents_view(), *self.removal_view()
+        return (f"**Removed** {md_code(doc)}: it is no longer in the corpus folder or the index.",
+                *self.documents_view(), *self.removal_view())
+
+    def removal_view(self) -> tuple:
+        """The removal controls: the uploaded documents to choose from; the confirmation hidden."""
+        docs = uploaded([d["doc"] for d in documents_summary(self.engine.index)])
+        return gr.update(choices=docs, value=None, interactive=bool(docs)), gr.update(visible=False)
+
     # ------------------------------------------------------------ the page
 
     def page(self) -> gr.Blocks:
         """The page and its API."""
         engine = self.engine
         s = engine.settings
+        uploads_folder = Path(s.corpus) / UPLOADS
         with gr.Blocks(title="Ask the documents", analytics_enabled=False) as demo:
             gr.Markdown("## Ask the documents\nAnswers are quoted word for word from the documents, "
                         "with numbered sources you can open.")
             questions = gr.State([])
+            transcript = gr.State([])
             with gr.Tabs():
                 with gr.Tab("Chat", id="chat"):
                     chatbot = gr.Chatbot(
@@ -250,15 +304,24 @@ class WebApp:
                         sanitize_html=True,
                         feedback_options=None,
                         buttons=[],
+                        autoscroll=False,  # the page's script keeps a new reply's first line in view
                         placeholder="**Ask a question about the documents.** Follow-up questions "
                                     "(“Which port do they arrive at?”) take the conversation into account.",
-                        examples=[{"text": q} for q in EXAMPLES],
                         elem_id="chat",
                     )
+                    with gr.Row(elem_classes="qa-examples"):
+                        gr.Markdown("Try:", elem_classes="qa-try")
+                        examples = [gr.Button(q, size="sm", variant="secondary", elem_classes="qa-example")
+                                    for q in EXAMPLES]
                     with gr.Row():
                         question = gr.Textbox(placeholder="Ask a question…", show_label=False, lines=1,
                                               submit_btn="Ask", scale=8, elem_id="question", autofocus=True)
-                        new_chat = gr.Button("New conversation", scale=0, min_width=220, variant="secondary")
+                        new_chat = gr.Button("New conversation", scale=0, min_width=180, variant="secondary")
+                    with gr.Row():
+                        export_md = gr.DownloadButton("Export conversation (Markdown)", size="sm",
+                                                      interactive=False, elem_id="export-md")
+                        export_json = gr.DownloadButton("Export conversation (JSON)", size="sm",
+                                                        interactive=False, elem_id="export-json")
                     with gr.Accordion("Settings", open=False):
                         with gr.Row():
                             mode = gr.Radio(list(MODES), value=s.mode, label="Retrieval mode",
@@ -276,20 +339,51 @@ class WebApp:
                                            f"{MAX_UPLOAD_BYTES // 2**20} MB each",
                                      file_count="multiple", file_types=UPLOAD_TYPES, type="filepath",
                                      elem_id="upload")
+                    gr.Markdown(f"Uploads are saved in {md_code(str(uploads_folder.resolve()))} (the corpus "
+                                f"folder's `{UPLOADS}/`, which git ignores) and indexed at once. Files added, "
+                                "changed or removed in the corpus folder by hand are indexed before the next "
+                                "question.", elem_id="upload-where")
                     status = gr.Markdown(elem_id="upload-status")
+                    with gr.Row():
+                        to_remove = gr.Dropdown([], label="Remove an uploaded document", scale=4,
+                                                elem_id="remove-choice")
+                        remove = gr.Button("Remove…", variant="secondary", scale=1, elem_id="remove")
+                    with gr.Row(visible=False, elem_id="remove-confirm") as confirm_row:
+                        confirm_text = gr.Markdown()
+                        confirm = gr.Button("Yes, remove it", variant="stop", scale=0, min_width=160,
+                                            elem_id="remove-yes")
+                        cancel = gr.Button("Cancel", variant="secondary", scale=0, min_width=100,
+                                           elem_id="remove-cancel")
                     rescan = gr.Button("Re-scan the corpus folder", variant="secondary")
 
-            chat_inputs = [question, chatbot, questions, mode, k, threshold]
-            chat_outputs = [question, chatbot, questions]
-            question.submit(self.respond, chat_inputs, chat_outputs, api_visibility="private")
-            chatbot.example_select(self.respond_example, chat_inputs[1:], chat_outputs, api_visibility="private")
-            new_chat.click(lambda: ("", [], []), None, chat_outputs, api_visibility="private", queue=False)
-            chatbot.clear(lambda: [], None, questions, api_visibility="private", queue=False)
-            demo.load(self.documents_view, None, [summary, docs], api_visibility="private")
-            upload.upload(self.upload_files, upload, [status, summary, docs, upload], api_visibility="private",
-                          concurrency_limit=UPLOAD_CONCURRENCY, concurrency_id="uploads", show_progress_on=upload)
-            rescan.click(self.rescan_corpus, None, [status, summary, docs], api_visibility="private",
-                         concurrency_limit=1, concurrency_id="corpus", show_progress_on=status)
+            chat_inputs = [question, chatbot, questions, transcript, mode, k, threshold]
+            chat_outputs = [question, chatbot, questions, transcript]
+            exports = [export_md, export_json]
+            question.submit(self.respond, chat_inputs, chat_outputs, api_visibility="private").then(
+                self.exports, transcript, exports, api_visibility="private")
+            for button in examples:
+                button.click(self.respond, [button, *chat_inputs[1:]], chat_outputs, api_visibility="private").then(
+                    self.exports, transcript, exports, api_visibility="private")
+            new_chat.click(lambda: ("", [], [], [], gr.update(value=None, interactive=False),
+                                    gr.update(value=None, interactive=False)),
+                           None, [*chat_outputs, *exports], api_visibility="private", queue=False)
+            documents = [summary, docs]
+            removal = [to_remove, confirm_row]
+            demo.load(lambda: (*self.documents_view(), *self.removal_view()), None, [*documents, *removal],
+                      api_visibility="private")
+            upload.upload(self.upload_files, upload, [status, *documents, upload], api_visibility="private",
+                          concurrency_limit=UPLOAD_CONCURRENCY, concurrency_id="uploads", show_progress_on=upload).then(
+                self.removal_view, None, removal, api_visibility="private")
+            remove.click(lambda doc: (gr.update(visible=bool(doc)),
+                                      f"Remove {md_code(doc)} from the corpus folder and the index?" if doc
+                                      else "Choose an uploaded document first."),
+                         to_remove, [confirm_row, confirm_text], api_visibility="private", queue=False)
+            cancel.click(lambda: gr.update(visible=False), None, confirm_row, api_visibility="private", queue=False)
+            confirm.click(self.remove_document, to_remove, [status, *documents, *removal], api_visibility="private",
+                          concurrency_limit=1, concurrency_id="corpus")
+            rescan.click(self.rescan_corpus, None, [status, *documents], api_visibility="private",
+                         concurrency_limit=1, concurrency_id="corpus", show_progress_on=status).then(
+                self.removal_view, None, removal, api_visibility="private")
             gr.api(self.api_ask, api_name="ask")
             gr.api(self.api_documents, api_name="documents")
         return demo

@@ -24,7 +24,7 @@ from starlette.responses import PlainTextResponse  # noqa: E402
 
 from qa.datatypes import QAError  # noqa: E402
 from qa.options import HOST, PORT  # noqa: E402
-from qa.web_page import CSS  # noqa: E402
+from qa.web_page import CSS, HEAD  # noqa: E402
 from qa.web_uploads import MAX_UPLOAD_BYTES  # noqa: E402
 
 CONCURRENCY = 4  # questions answered at the same time
@@ -101,7 +101,7 @@ def asgi_app(demo: gr.Blocks, host: str = HOST, port: int = PORT) -> HostGuard:
     """The page as an ASGI app: Gradio mounted at / of a FastAPI app, behind the HostGuard."""
     demo.queue(default_concurrency_limit=CONCURRENCY)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    gr.mount_gradio_app(app, demo, "/", server_name=host, server_port=port, theme=THEME, css=CSS,
+    gr.mount_gradio_app(app, demo, "/", server_name=host, server_port=port, theme=THEME, css=CSS, head=HEAD,
                         max_file_size=MAX_UPLOAD_BYTES, footer_links=["api"], show_error=False)
     return HostGuard(app, host)
 

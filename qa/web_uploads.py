@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from qa.config import UPLOADS
 from qa.datatypes import Document, QAError
 from qa.load import SUFFIXES, doc_id, fingerprint, load_document
 
@@ -45,14 +46,15 @@ class Staged:
 
 
 def add_uploads(paths: list[str], corpus: Path) -> tuple[list[str], list[str]]:
-    """Copy the readable files among ``paths`` into ``corpus``: (names added, problems).
+    """Copy the readable files among ``paths`` into the corpus's uploads folder (``UPLOADS``):
+    (document ids added, such as ``uploads/report.txt``; problems).
 
     ``stage_uploads`` then ``place_uploads``, in one go (the page does the two apart, see ``qa.web``).
     """
     corpus = Path(corpus)
     with tempfile.TemporaryDirectory(prefix="qa-upload-") as tmp:
-        staged, problems = stage_uploads(paths, corpus, corpus, Path(tmp))
-        added, more, _ = place_uploads(staged, corpus, corpus, {})
+        staged, problems = stage_uploads(paths, corpus, corpus / UPLOADS, Path(tmp))
+        added, more, _ = place_uploads(staged, corpus, corpus / UPLOADS, {})
     return added, problems + more
 
 
@@ -116,6 +118,26 @@ def remove_uploads(names: list[str], corpus: Path) -> None:
     """Take back files that ``place_uploads`` added (when indexing them failed), by document id."""
     for name in names:
         (Path(corpus) / name).unlink(missing_ok=True)
+
+
+def uploaded(docs: list[str]) -> list[str]:
+    """The document ids among ``docs`` that are uploads (in the uploads folder), sorted."""
+    return sorted(d for d in docs if d.startswith(UPLOADS + "/"))
+
+
+def remove_upload(doc: str, corpus: Path) -> None:
+    """Delete the uploaded document ``doc`` (an id such as ``uploads/report.txt``) from the corpus
+    folder; QAError when it is not an upload or is gone. Only uploads can be removed from the page:
+    the other documents are the analyst's own files, removed by deleting them from the folder."""
+    if not isinstance(doc, str) or not uploaded([doc]) or "/../" in f"/{doc}/" or "\\" in doc:
+        raise QAError(f"{doc!r} is not an uploaded document")
+    path = Path(corpus) / doc
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        raise QAError(f"{doc} is no longer in the corpus folder") from None
+    except OSError as e:
+        raise QAError(f"{doc} could not be removed ({e.strerror or e})") from None
 
 
 def _check_upload(path: Path, root: Path, where: Path) -> tuple[str, Document]:

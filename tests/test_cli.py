@@ -26,7 +26,7 @@ TOP_KEYS = {"question", "answers", "citations", "mode", "timings_ms", "searched_
 ANSWER_KEYS = {"text", "span", "score", "confidence", "citation", "doc", "start", "end", "span_start", "span_end",
                "line", "page", "page_line"}
 CITATION_KEYS = {"n", "doc", "title", "heading", "passage", "start", "end", "line", "page", "page_line", "passage_line",
-                 "passage_end_line", "passage_pages", "text"}
+                 "passage_end_line", "passage_pages", "text", "score"}
 JET_QUESTION = "Which aircraft did Iran buy from Russia?"
 
 

@@ -85,3 +85,20 @@ def test_searched_as_is_shown_in_text_and_json(idx, fast):
     new = ask(engine, "What is SEPAM?", history=[DRONES_QUESTION])
     assert "searched as" not in to_text(new)
     assert to_dict(new)["searched_as"] == "What is SEPAM?" and to_dict(new)["followup"] is False
+
+
+def test_the_reader_reads_a_follow_up_with_the_previous_content_words():
+    from qa.followup import reader_question
+
+    assert reader_question("Which port?", "How are Iranian drones shipped to Russia?") == \
+        "Which port? Iranian drones shipped Russia"
+    assert reader_question("Why?", "   ") == "Why?"
+
+
+def test_a_follow_up_is_answered_not_the_previous_question(idx, fast):
+    from qa.pipeline import ask, open_engine
+
+    engine = open_engine(idx, progress=False)
+    result = ask(engine, "Which port do they arrive at?", history=["How are Iranian drones shipped to Russia?"])
+    assert result.understood.followup and "Makhachkala" in result.answers[0].span
+    assert result.understood.read_as == "Which port do they arrive at? Iranian drones shipped Russia"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -23,7 +24,7 @@ import pytest
 
 from qa import web, web_uploads
 from qa.cli import settings_from
-from qa.config import Settings
+from qa.config import CORPUS_CHECK_S, Settings
 from qa.pipeline import Engine, ask, check_question, open_engine
 from qa.present import to_dict
 from qa.datatypes import QAError, Result
@@ -44,6 +45,9 @@ SHIPPED = "How are Iranian drones shipped to Russia?"
 PORT_FOLLOW_UP = "Which port do they arrive at?"
 NEW_FACT = "The Zorvath-9 radar was delivered to Kazan in 2031."
 NEW_QUESTION = "Where was the Zorvath-9 radar delivered?"
+SHIPS = "How many container ships did the Port of Veranda handle in 2024?"  # the two fixture reports differ
+DROPPED_FACT = "The Quillon depot was moved to Yerevan in 2030."
+DROPPED_QUESTION = "Where was the Quillon depot moved?"
 
 
 @dataclass
@@ -79,6 +83,8 @@ def server(tmp_path_factory) -> Server:
     base = tmp_path_factory.mktemp("ui")
     corpus, index, log = base / "corpus", base / "index", base / "server.log"
     shutil.copytree(ROOT / "corpus", corpus)
+    for fixture in (ROOT / "tests" / "fixtures" / "disagree").iterdir():  # two reports that disagree
+        shutil.copy(fixture, corpus / fixture.name)
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     cmd = [sys.executable, str(ROOT / "ui.py"), "--port", str(port), "--corpus", str(corpus), "--index", str(index)]
@@ -98,19 +104,38 @@ def server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     if not CHROMIUM.exists():
         pytest.fail(MISSING_CHROMIUM, pytrace=False)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(server.url)
-        page.get_by_placeholder("Ask a question…").wait_for()
-        yield page
+        yield browser
         browser.close()
+
+
+def open_page(browser, server, width: int = 1280, height: int = 900):
+    """A fresh page (its own session) of the server at the given screen size."""
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/"))
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url)
+    page.get_by_placeholder("Ask a question…").wait_for()
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    page = open_page(browser, server)
+    yield page
+    page.context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
 
 
 def client(server):
@@ -139,31 +164,72 @@ def test_chromium_is_installed():
     assert CHROMIUM.exists(), MISSING_CHROMIUM
 
 
-def test_page_answers_with_citation(page):
+def in_view(page, locator) -> bool:
+    """Whether the element's first line is inside the window."""
+    box = locator.bounding_box()
+    height = page.viewport_size["height"]
+    return box is not None and 0 <= box["y"] and box["y"] + 16 <= height
+
+
+def test_page_answers_with_citation_and_ref_opens_its_source(page):
     from playwright.sync_api import expect
 
     reply = chat_ask(page, DRONES)
     expect(reply.locator(".qa-answer mark")).to_have_text("1,700")
     expect(reply.locator(".qa-meta").first).to_contain_text("Confidence")
-    source = reply.locator("details.qa-cite").first
-    expect(source.locator("summary")).to_contain_text("[1]")
+    ref = reply.locator(".qa-answer a.qa-ref")
+    expect(ref).to_have_text("[1]")
+    source = reply.locator("details.qa-src-1")
     expect(source.locator("summary")).to_contain_text("iran-russia-military-technology-axis.txt")
     passage = source.locator(".qa-passage")
     expect(passage).to_be_hidden()
-    source.locator("summary").click()
+    ref.click()  # [1] in the answer opens source 1 and scrolls to it
     expect(passage).to_be_visible()
     expect(passage).to_contain_text("Russia purchased approximately 1,700 drones")
     expect(passage.locator("mark")).to_contain_text("1,700 drones")
+    assert in_view(page, source.locator("summary"))
+    # the passages no answer quotes show a one-line snippet and their relevance, unopened
+    other = reply.locator("details.qa-cite:not([open])").last
+    expect(other.locator(".qa-snip")).to_be_visible()
+    expect(other.locator(".qa-score")).to_contain_text("relevance")
+    shot(page, "ref-opens-source.png")
 
 
-def test_page_follow_up_uses_the_conversation(page):
+def test_page_shows_when_sources_disagree(page):
+    from playwright.sync_api import expect
+
+    reply = chat_ask(page, SHIPS)
+    differ = reply.locator(".qa-differ")
+    expect(differ).to_contain_text("Sources differ")
+    claims = differ.locator(".qa-claim")
+    expect(claims).to_have_count(2)
+    expect(differ).to_contain_text("4,200")
+    expect(differ).to_contain_text("3,100")
+    expect(differ).to_contain_text("harbour-report.txt")
+    expect(differ).to_contain_text("shipping-review.txt")
+    boxes = [claims.nth(i).bounding_box() for i in range(2)]
+    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 2 and boxes[0]["x"] < boxes[1]["x"]  # side by side
+    claims.nth(1).locator("a.qa-ref").click()  # each opens its own source
+    n = claims.nth(1).locator("a.qa-ref").inner_text().strip("[]")
+    expect(reply.locator(f"details.qa-src-{n} .qa-passage")).to_be_visible()
+    differ.scroll_into_view_if_needed()
+    shot(page, "sources-differ.png")
+
+
+def test_page_follow_up_and_new_topic(page):
     from playwright.sync_api import expect
 
     page.get_by_role("button", name="New conversation").click()
     expect(page.locator("#chat .qa-reply")).to_have_count(0)
     chat_ask(page, SHIPPED)
     reply = chat_ask(page, PORT_FOLLOW_UP)
+    expect(reply.locator(".qa-searched")).to_contain_text(f"searched as: {PORT_FOLLOW_UP} {SHIPPED}")
     expect(reply.locator(".qa-answer")).to_contain_text("Makhachkala")
+    shot(page, "follow-up.png")
+    reply = chat_ask(page, "What is SEPAM?")  # a new topic, after the drones: searched on its own words
+    expect(reply.locator(".qa-searched")).to_have_count(0)
+    expect(reply.locator("details.qa-cite").first).to_contain_text("SEPAM")
+    shot(page, "new-topic.png")
 
 
 def test_page_shows_errors_as_messages(page):
@@ -174,33 +240,122 @@ def test_page_shows_errors_as_messages(page):
     expect(page.locator("body")).not_to_contain_text("Traceback")
 
 
-def test_page_abstains_with_nearest_passages(page):
+def test_page_abstains_saying_why_with_the_nearest_passage(page):
     from playwright.sync_api import expect
 
-    reply = chat_ask(page, "What is the boiling point of liquid nitrogen in kelvin?")
-    expect(reply.locator(".qa-none")).to_contain_text("do not answer")
-    expect(reply.locator("details.qa-cite").first).to_be_attached()
+    reply = chat_ask(page, "Which country won the 2022 FIFA World Cup?")
+    expect(reply.locator(".qa-none")).to_contain_text("no document mentions “FIFA”")
+    expect(reply.locator(".qa-none")).to_contain_text("The nearest passage is [1]")
+    nearest = reply.locator("details.qa-src-1")
+    expect(nearest).to_have_attribute("open", "")
+    expect(nearest.locator(".qa-passage")).to_be_visible()
+    shot(page, "abstains.png")
 
 
-def test_page_upload_makes_a_document_searchable(page, server, tmp_path):
+def test_page_examples_are_buttons_and_one_way_to_clear(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator("#chat .qa-reply")).to_have_count(0)
+    example = page.get_by_role("button", name=SEA)
+    expect(example).to_be_visible()
+    example.click()
+    expect(page.locator("#chat .qa-reply .qa-answer mark")).to_contain_text("Caspian Sea")
+    expect(page.locator("#chat button[aria-label='Clear']")).to_be_hidden()  # "New conversation" is the one way
+
+
+def test_page_copy_and_export_with_quotes_and_sources(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="New conversation").click()
+    reply = chat_ask(page, DRONES)
+    reply.get_by_role("button", name="Copy as Markdown").click()
+    expect(reply.get_by_role("button", name="Copied")).to_be_visible()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith(f"**Q:** {DRONES}") and "**1,700**" in copied
+    assert "`iran-russia-military-technology-axis.txt`" in copied and "\n> " in copied
+    chat_ask(page, SHIPS)
+    exported = {}
+    for name, button in (("md", "#export-md"), ("json", "#export-json")):
+        expect(page.locator(button)).to_be_enabled()
+        with page.expect_download() as download:
+            page.locator(button).click()
+        exported[name] = Path(download.value.path()).read_text(encoding="utf-8")
+    assert f"## 1. {DRONES}" in exported["md"] and f"## 2. {SHIPS}" in exported["md"]
+    assert "**Sources differ:**" in exported["md"]
+    replies = json.loads(exported["json"])["replies"]
+    assert [r["question"] for r in replies] == [DRONES, SHIPS]
+    assert all(c["text"] for r in replies for c in r["citations"])
+
+
+@pytest.mark.parametrize("width,height,name", [(1280, 800, "laptop"), (420, 860, "phone")])
+def test_a_new_reply_keeps_its_answer_in_view(browser, server, width, height, name):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, server, width, height)
+    try:
+        chat_ask(page, SEA)
+        reply = chat_ask(page, DRONES)
+        answer = reply.locator(".qa-answer")
+        expect(answer).to_contain_text("1,700")
+        page.wait_for_timeout(300)  # after the page's own scrolling has settled
+        assert in_view(page, answer), answer.bounding_box()
+        shot(page, f"answer-in-view-{name}.png")
+    finally:
+        page.context.close()
+
+
+def test_page_upload_then_remove_it(page, server, tmp_path):
     from playwright.sync_api import expect
 
     doc = tmp_path / "zorvath-radar.txt"
     doc.write_text(f"Zorvath-9 radar delivery\n\n{NEW_FACT} It was built to track small drones at low altitude.\n")
     page.get_by_role("tab", name="Documents").click()
+    expect(page.locator("#upload-where")).to_contain_text("uploads")
     expect(page.locator("#doc-table")).to_contain_text("iran-russia-military-technology-axis.txt")
     page.locator("#upload input[type=file]").set_input_files(str(doc))
     expect(page.locator("#upload-status")).to_contain_text("Added and indexed", timeout=TIMEOUT_MS)
-    expect(page.locator("#doc-table")).to_contain_text("zorvath-radar.txt")
-    assert (server.corpus / "zorvath-radar.txt").read_text() == doc.read_text()
+    expect(page.locator("#doc-table")).to_contain_text("uploads/zorvath-radar.txt")
+    assert (server.corpus / "uploads" / "zorvath-radar.txt").read_text() == doc.read_text()
 
     page.get_by_role("tab", name="Chat").click()
     reply = chat_ask(page, NEW_QUESTION)
     expect(reply.locator(".qa-answer")).to_contain_text("Kazan")
-    reply.locator("details.qa-cite summary").first.click()
-    expect(reply.locator(".qa-passage").first).to_contain_text(NEW_FACT)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "ui.png"))
+    reply.locator(".qa-answer a.qa-ref").click()
+    expect(reply.locator("details.qa-src-1 .qa-passage")).to_contain_text(NEW_FACT)
+    shot(page, "ui.png")
+
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#remove-choice input").click()
+    page.get_by_role("option", name="uploads/zorvath-radar.txt").click()
+    page.locator("#remove").click()
+    expect(page.locator("#remove-confirm")).to_contain_text("uploads/zorvath-radar.txt")
+    shot(page, "remove-confirm.png")
+    page.locator("#remove-yes").click()
+    expect(page.locator("#upload-status")).to_contain_text("Removed", timeout=TIMEOUT_MS)
+    expect(page.locator("#doc-table")).not_to_contain_text("zorvath-radar.txt")
+    assert not (server.corpus / "uploads" / "zorvath-radar.txt").exists()
+
+    page.get_by_role("tab", name="Chat").click()
+    reply = chat_ask(page, NEW_QUESTION)
+    expect(reply.locator(".qa-none")).to_contain_text("do not answer")
+    expect(reply).not_to_contain_text(NEW_FACT)
+    shot(page, "upload-removed.png")
+
+
+def test_a_file_dropped_into_the_corpus_is_answerable_without_restart(page, server):
+    from playwright.sync_api import expect
+
+    dropped = server.corpus / "dropped-report.txt"
+    dropped.write_text(f"Quillon depot report\n\n{DROPPED_FACT} The depot stores spare parts.\n")
+    time.sleep(CORPUS_CHECK_S + 0.2)
+    reply = chat_ask(page, DROPPED_QUESTION)
+    expect(reply.locator(".qa-answer mark")).to_contain_text("Yerevan")
+    shot(page, "dropped-file.png")
+    dropped.unlink()  # and a file removed by hand is no longer answered from
+    time.sleep(CORPUS_CHECK_S + 0.2)
+    reply = chat_ask(page, DROPPED_QUESTION)
+    expect(reply.locator(".qa-none")).to_contain_text("do not answer")
 
 
 # ---------------------------------------------------------------- the API (gradio_client)
@@ -263,20 +418,22 @@ def test_chat_passes_the_sessions_questions_as_history(monkeypatch):
         return Result(question, [], [], settings.mode, {"total": 1.0}, message="Not in the documents.")
 
     monkeypatch.setattr(web, "ask", fake_ask)
+    monkeypatch.setattr(web.WebApp, "refresh", lambda self: None)
     app = web.WebApp(Engine(Settings(), None, None))
-    box, chat, questions = app.respond(SHIPPED, [], [], "bm25", 3, 0.5)
+    box, chat, questions, transcript = app.respond(SHIPPED, [], [], [], "bm25", 3, 0.5)
     assert (box, questions) == ("", [SHIPPED])
-    box, chat, questions = app.respond(PORT_FOLLOW_UP, chat, questions, "hybrid", 5, 0.35)
+    box, chat, questions, transcript = app.respond(PORT_FOLLOW_UP, chat, questions, transcript, "hybrid", 5, 0.35)
     assert [c[:2] for c in calls] == [(SHIPPED, []), (PORT_FOLLOW_UP, [SHIPPED])]
     assert (calls[0][2].mode, calls[0][2].k, calls[0][2].threshold) == ("bm25", 3, 0.5)
     assert questions == [SHIPPED, PORT_FOLLOW_UP]
     assert [m["role"] for m in chat] == ["user", "assistant"] * 2
+    assert [r["question"] for r in transcript] == [SHIPPED, PORT_FOLLOW_UP]
 
-    box, chat, questions = app.respond("why " * 600, chat, questions, "hybrid", 5, 0.35)
-    assert "too long" in chat[-1]["content"] and questions == [SHIPPED, PORT_FOLLOW_UP]
+    box, chat, questions, transcript = app.respond("why " * 600, chat, questions, transcript, "hybrid", 5, 0.35)
+    assert "too long" in chat[-1]["content"] and questions == [SHIPPED, PORT_FOLLOW_UP] and len(transcript) == 2
     with pytest.warns(UserWarning, match="Type a question"):
-        assert app.respond("   ", chat, questions, "hybrid", 5, 0.35) == ("   ", chat, questions)
-    _, chat, _ = app.respond("<script>alert(1)</script>?", chat, questions, "hybrid", 5, 0.35)
+        assert app.respond("   ", chat, questions, transcript, "hybrid", 5, 0.35) == ("   ", chat, questions, transcript)
+    _, chat, _, _ = app.respond("<script>alert(1)</script>?", chat, questions, transcript, "hybrid", 5, 0.35)
     assert "<script>" not in chat[-2]["content"]
 
 
@@ -333,7 +490,12 @@ def test_upload_names_are_sanitised_and_never_overwrite(tmp_path):
     up.mkdir()
     (up / "report.txt").write_text("A different report. It says another thing.")
     added, problems = web_uploads.add_uploads([str(up / "report.txt")], corpus)
-    assert (added, problems) == (["report-2.txt"], [])
+    assert (added, problems) == (["uploads/report.txt"], [])
+    (up / "report.txt").write_text("A third report. It says a third thing.")
+    added, problems = web_uploads.add_uploads([str(up / "report.txt")], corpus)
+    assert (added, problems) == (["uploads/report-2.txt"], [])
     assert (corpus / "report.txt").read_text() == "The first report. It says one thing."
-    assert (corpus / "report-2.txt").read_text() == "A different report. It says another thing."
-    assert sorted(p.name for p in corpus.iterdir()) == ["report-2.txt", "report.txt"]
+    assert (corpus / "uploads" / "report.txt").read_text() == "A different report. It says another thing."
+    assert (corpus / "uploads" / "report-2.txt").read_text() == "A third report. It says a third thing."
+    assert sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*")) == [
+        "report.txt", "uploads", "uploads/report-2.txt", "uploads/report.txt"]
