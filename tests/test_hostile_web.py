@@ -324,11 +324,12 @@ def test_upload_message_names_only_the_files_of_this_upload(tmp_path, monkeypatc
 
     def fake_open_engine(settings, *, log, **kwargs):
         """What reindexing does: note each unreadable file, return the engine of the new index."""
-        skipped = sorted(p.name for p in settings.corpus.iterdir() if p.read_bytes().startswith(b"\x00"))
+        files = sorted(p.relative_to(settings.corpus).as_posix() for p in settings.corpus.rglob("*") if p.is_file())
+        skipped = [f for f in files if (settings.corpus / f).read_bytes().startswith(b"\x00")]
         for name in skipped:
             log(f"warning: skipped {name}: binary file, not text")
-        reindexed.append(sorted(p.name for p in settings.corpus.iterdir()))
-        docs = {p.name: 1 for p in settings.corpus.iterdir() if p.name not in skipped}
+        reindexed.append(files)
+        docs = {f: 1 for f in files if f not in skipped}
         return fake_engine(settings.corpus, settings.index, docs, skipped)
 
     monkeypatch.setattr(web, "open_engine", fake_open_engine)
@@ -340,9 +341,9 @@ def test_upload_message_names_only_the_files_of_this_upload(tmp_path, monkeypatc
     upload.parent.mkdir()
     upload.write_text("Kazan delivery\n\nThe radar reached Kazan by rail.\n")
     message, summary, rows, cleared = app.upload_files([str(upload)], progress=lambda *a, **kw: None)
-    assert message == "**Added and indexed** `kazan-delivery.txt`: you can ask about it now."
-    assert reindexed == [[HOSTILE, "kazan-delivery.txt", GOOD_DOC]]
-    assert [r[1] for r in rows] == ["kazan-delivery.txt", GOOD_DOC] and cleared is None
+    assert message == "**Added and indexed** `uploads/kazan-delivery.txt`: you can ask about it now."
+    assert reindexed == [sorted([HOSTILE, "uploads/kazan-delivery.txt", GOOD_DOC])]
+    assert sorted(r[1] for r in rows) == [GOOD_DOC, "uploads/kazan-delivery.txt"] and cleared is None
 
     # a refused file of this upload is named; the old unreadable file still is not
     bad = tmp_path / "upload" / "notes.docx"
@@ -360,8 +361,8 @@ def test_upload_reports_its_own_file_when_the_index_skips_it(tmp_path, monkeypat
 
     def fake_open_engine(settings, *, log, **kwargs):
         log("warning: skipped old-unreadable.md: binary file, not text")
-        log("warning: skipped odd.txt: not UTF-8 or Windows-1252 text")
-        return fake_engine(settings.corpus, settings.index, {"old.txt": 1}, ["odd.txt", "old-unreadable.md"])
+        log("warning: skipped uploads/odd.txt: not UTF-8 or Windows-1252 text")
+        return fake_engine(settings.corpus, settings.index, {"old.txt": 1}, ["uploads/odd.txt", "old-unreadable.md"])
 
     monkeypatch.setattr(web, "open_engine", fake_open_engine)
     app = web.WebApp(fake_engine(corpus, tmp_path / "index", {"old.txt": 1}, []))
@@ -370,7 +371,7 @@ def test_upload_reports_its_own_file_when_the_index_skips_it(tmp_path, monkeypat
     upload.write_text("Odd\n\nIt reads here but the indexer disagrees.\n")
     message, *_ = app.upload_files([str(upload)], progress=lambda *a, **kw: None)
     assert render(message) == (
-        "<p><strong>Nothing was added:</strong></p>\n<ul>\n<li>odd.txt: not UTF-8 or Windows-1252 text "
+        "<p><strong>Nothing was added:</strong></p>\n<ul>\n<li>uploads/odd.txt: not UTF-8 or Windows-1252 text "
         "(it is in the corpus folder but was not indexed)</li>\n</ul>\n")
 
 

@@ -164,6 +164,13 @@ def test_chromium_is_installed():
     assert CHROMIUM.exists(), MISSING_CHROMIUM
 
 
+def new_conversation(page) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator("#chat .qa-reply")).to_have_count(0)
+
+
 def in_view(page, locator) -> bool:
     """Whether the element's first line is inside the window."""
     box = locator.bounding_box()
@@ -219,8 +226,7 @@ def test_page_shows_when_sources_disagree(page):
 def test_page_follow_up_and_new_topic(page):
     from playwright.sync_api import expect
 
-    page.get_by_role("button", name="New conversation").click()
-    expect(page.locator("#chat .qa-reply")).to_have_count(0)
+    new_conversation(page)
     chat_ask(page, SHIPPED)
     reply = chat_ask(page, PORT_FOLLOW_UP)
     expect(reply.locator(".qa-searched")).to_contain_text(f"searched as: {PORT_FOLLOW_UP} {SHIPPED}")
@@ -255,8 +261,7 @@ def test_page_abstains_saying_why_with_the_nearest_passage(page):
 def test_page_examples_are_buttons_and_one_way_to_clear(page):
     from playwright.sync_api import expect
 
-    page.get_by_role("button", name="New conversation").click()
-    expect(page.locator("#chat .qa-reply")).to_have_count(0)
+    new_conversation(page)
     example = page.get_by_role("button", name=SEA)
     expect(example).to_be_visible()
     example.click()
@@ -267,7 +272,7 @@ def test_page_examples_are_buttons_and_one_way_to_clear(page):
 def test_page_copy_and_export_with_quotes_and_sources(page):
     from playwright.sync_api import expect
 
-    page.get_by_role("button", name="New conversation").click()
+    new_conversation(page)
     reply = chat_ask(page, DRONES)
     reply.get_by_role("button", name="Copy as Markdown").click()
     expect(reply.get_by_role("button", name="Copied")).to_be_visible()

@@ -89,25 +89,25 @@ def test_a_slow_upload_blocks_neither_other_uploads_nor_questions(app, idx, tmp_
         quick_thread.start()
         quick_thread.join(MARGIN_S)
         assert not quick_thread.is_alive(), "the quick upload waited for the slow one"
-        assert quick_result[0][0] == "**Added and indexed** `zorvath.txt`: you can ask about it now."
+        assert quick_result[0][0] == "**Added and indexed** `uploads/zorvath.txt`: you can ask about it now."
         answer = app.api_ask("Where was the Zorvath-9 radar delivered?")
         assert "Kazan" in answer["answers"][0]["text"]
-        assert answer["citations"][0]["doc"] == "zorvath.txt"
+        assert answer["citations"][0]["doc"] == "uploads/zorvath.txt"
         drones = app.api_ask("How many drones has Russia purchased from Iran since 2022?")
         assert "1,700" in drones["answers"][0]["span"]
         assert time.monotonic() - t0 < MARGIN_S
         assert slow_thread.is_alive() and not slow_result, "the slow upload was not still running"
-        assert not (idx.corpus / "slow-memo.txt").exists()  # it enters the corpus only once read and encoded
+        assert not (idx.corpus / "uploads" / "slow-memo.txt").exists()  # it enters the corpus only once read and encoded
     finally:
         gate.released.set()
         slow_thread.join(MARGIN_S)
     assert not slow_thread.is_alive()
 
-    assert slow_result[0][0] == "**Added and indexed** `slow-memo.txt`: you can ask about it now."
+    assert slow_result[0][0] == "**Added and indexed** `uploads/slow-memo.txt`: you can ask about it now."
     answer = app.api_ask(f"When did the {SLOW_MARK} convoy leave Astrakhan?")
     assert "3 May 2031" in answer["answers"][0]["text"]
     docs = {d["doc"] for d in app.api_documents()}
-    assert {"slow-memo.txt", "zorvath.txt"} <= docs
+    assert {"uploads/slow-memo.txt", "uploads/zorvath.txt"} <= docs
 
 
 def test_an_upload_whose_indexing_fails_is_taken_back(app, idx, tmp_path, monkeypatch):
@@ -118,10 +118,10 @@ def test_an_upload_whose_indexing_fails_is_taken_back(app, idx, tmp_path, monkey
     monkeypatch.setattr(web, "stderr_log", lambda msg: None)
     upload = tmp_path / "zorvath.txt"
     upload.write_text(QUICK_TEXT)
-    before = sorted(p.name for p in idx.corpus.iterdir())
+    before = sorted(p for p in idx.corpus.rglob("*") if p.is_file())
     message, *_ = app.upload_files([str(upload)], no_progress)
     assert message == ("**Nothing was added:**\n- indexing failed \\(OSError\\)\\, so the files were not added")
-    assert sorted(p.name for p in idx.corpus.iterdir()) == before
+    assert sorted(p for p in idx.corpus.rglob("*") if p.is_file()) == before
     assert "1,700" in app.api_ask("How many drones has Russia purchased from Iran since 2022?")["answers"][0]["span"]
 
 
