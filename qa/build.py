@@ -15,21 +15,23 @@ from typing import Callable, Mapping
 import numpy as np
 
 from qa.bm25 import BM25, build_bm25, save_bm25
+from qa.calibration import CALIBRATION_FILE
 from qa.config import Settings
 from qa.datatypes import Document, Passage, QAError, text_key
 from qa.dense import build_faiss, faiss_kind, write_faiss
 from qa.embcache import compact_cache, encode_cached
 from qa.index import Index, Log, load_index, read_passages, stderr_log
 from qa.load import corpus_files, doc_id, file_sha256, load_document
-from qa.manifest import FORMAT_VERSION, STAT_FIELDS, hash_file, index_signature, model_key, read_manifest, \
-    stat_of, staleness
+from qa.digests import STAT_FIELDS, stat_of
+from qa.manifest import FORMAT_VERSION, hash_file, index_signature, model_key, read_manifest, staleness
 from qa.split import split_document
-from qa.storage import (IndexWriteError, current_generation, drop_old_generations, drop_unused, fsync_files,
-                        locked, publish, writing)
+from qa.storage import (IndexWriteError, atomic_write, current_generation, drop_old_generations, drop_unused,
+                        fsync_files, locked, publish, writing)
 from qa.terms import tokenize
 
 BUILD_STAGES = ("list", "prepare", "load", "split", "encoder", "sentences", "encode", "faiss", "tokenize", "bm25",
                 "write", "cleanup", "cache")  # reported to build_index's on_stage, in this order
+FITTED_FILES = (CALIBRATION_FILE,)  # fitted on a generation; the next one keeps them while the model stays
 OnStage = Callable[[str, float], None]
 
 
@@ -173,8 +175,11 @@ def build_index(
             "sentences": len(sentence_texts),
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        gen = publish(folder, lambda tmp: write_generation(
-            tmp, manifest, passages, dense, bm25, sentence_vecs, sentence_ptr, sentence_rows))
+        def write(tmp: Path) -> None:
+            write_generation(tmp, manifest, passages, dense, bm25, sentence_vecs, sentence_ptr, sentence_rows)
+            keep_fitted(folder, tmp, signature["model"])
+
+        gen = publish(folder, write)
         lap("write")
         drop_old_generations(folder, keep=gen.name)
         lap("cleanup")
@@ -267,6 +272,25 @@ def indexing_encoder(settings: Settings):
     from qa.embed import load_encoder
 
     return load_encoder(settings.model_path, backend=settings.backend, precision=settings.precision)
+
+
+def keep_fitted(folder: Path, gen: Path, model: str) -> None:
+    """Copy into the new generation ``gen`` what was fitted on the live one (its calibration) when both
+    come from the embedding model ``model``: a calibration never outlives a model change."""
+    try:
+        manifest = read_manifest(folder)
+        live = current_generation(folder)
+    except QAError:
+        return
+    if manifest is None or live is None or manifest["signature"].get("model") != model:
+        return
+    for name in FITTED_FILES:
+        try:
+            data = (live / name).read_bytes()
+        except OSError:
+            continue
+        with writing(gen / name):
+            atomic_write(gen / name, data)
 
 
 def write_generation(folder: Path, manifest: dict, passages: list[Passage], dense, bm25: BM25,

@@ -219,10 +219,11 @@ def reliability(probs: list[float], right: list[bool], bins: int = 10) -> dict:
     return {"ece": ece if len(p) else None, "bins": table, "n": len(p)}
 
 
-def calibration_for(index_folder: Path, reader_folder: Path, reader: str, model: str, *, log=None) -> Calibration:
-    """The calibration to use: the index's own (``qa eval --calibrate``) when it was made for
-    this reader and embedding model, else the one shipped with the reader."""
-    own = Path(index_folder) / CALIBRATION_FILE
+def calibration_for(generation: Path, reader_folder: Path, reader: str, model: str, *, log=None) -> Calibration:
+    """The calibration to use: the index generation's own (``qa eval --calibrate`` writes it into the
+    live generation, and a rebuild with the same embedding model keeps it) when it was made for this
+    reader and embedding model (``qa.pipeline.index_model``), else the one shipped with the reader."""
+    own = Path(generation) / CALIBRATION_FILE
     if own.is_file():
         cal = load_calibration(own)
         if cal.reader == reader and cal.model == model:

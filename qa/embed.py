@@ -13,7 +13,6 @@ normalisation, truncation at the model's ``max_seq_length``):
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from qa.datatypes import QAError
-from qa.models import (check_model_dir, default_cache_dir, do_lower_case, embedding_dim, export_path, int8_path,
+from qa.digests import default_cache_dir
+from qa.progress import progress as progress_bar
+from qa.models import (check_model_dir, do_lower_case, embedding_dim, export_path, int8_path,
                        is_complete, max_seq_length, model_name)
 
 
@@ -97,11 +98,7 @@ class Encoder:
         size = -(-len(texts) // count)
         batches = [order[i : i + size] for i in range(0, len(texts), size)]
         workers = min(self._workers, len(batches))
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(texts), unit="text", desc="encoding", file=sys.stderr)
+        bar = progress_bar(total=len(texts), desc="encoding", enabled=progress)
         pool = ThreadPoolExecutor(workers) if workers > 1 else None
         try:
             for start in range(0, len(batches), 4 * workers):  # bounded look-ahead
@@ -110,13 +107,11 @@ class Encoder:
                 results = pool.map(self._run, inputs) if pool is not None else map(self._run, inputs)
                 for rows, vectors in zip(wave, results):
                     out[rows] = vectors
-                    if bar is not None:
-                        bar.update(len(rows))
+                    bar.update(len(rows))
         finally:
             if pool is not None:
                 pool.shutdown()
-            if bar is not None:
-                bar.close()
+            bar.close()
         return _normalise(out)
 
 

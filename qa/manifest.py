@@ -12,21 +12,18 @@ read and hashed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 from qa.config import INDEX_FIELDS, PRECISIONS, IndexSettings, Settings
+from qa.digests import same_stat
 from qa.load import corpus_files, doc_id, file_hash
 from qa.storage import CURRENT, damaged, with_current
 
 FORMAT_VERSION = 3  # 2: float16 FAISS storage; 3: passages carry pages and section headings
 GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", "passages.json", "sentence_table.npz",
                     "sentences.npy")  # besides manifest.json, which lists their digests
-STAT_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino")  # recorded per document: unchanged means not re-hashed
-RACY_NS = 2_000_000_000  # a file modified less than this before it was read is hashed every time (see stat_of)
 
 
 def index_signature(settings: Settings) -> dict:
@@ -43,9 +40,11 @@ def index_signature(settings: Settings) -> dict:
 
 
 def model_key(settings: Settings) -> str:
-    """The embedding model and precision an index's vectors come from (also the cache folder's name)."""
-    path = Path(settings.model_path)
-    return f"{path.name}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}-{settings.precision}"
+    """The embedding model (by content, ``qa.models.model_identity``) and the precision an index's
+    vectors come from; also the name of its embedding cache's folder."""
+    from qa.models import check_model_dir, model_identity
+
+    return f"{model_identity(check_model_dir(settings.model_path))}-{settings.precision}"
 
 
 def staleness(settings: Settings) -> str | None:
@@ -91,28 +90,6 @@ def corpus_digests(settings: Settings, manifest: dict, known: dict[str, str]) ->
         except OSError:  # gone or locked since it was listed: left out like an unreadable file
             continue
     return out
-
-
-def same_stat(recorded: dict, st: os.stat_result) -> bool:
-    """Whether ``st`` is the status ``stat_of`` recorded; False when any field is missing or not an int."""
-    now = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
-    return all(type(recorded.get(k)) is int and recorded[k] == now[k] for k in STAT_FIELDS)
-
-
-def stat_of(path: Path) -> dict:
-    """The status of ``path`` to record in the manifest, taken before its bytes are read, or {} (it is
-    then hashed by every ``staleness``) when it cannot be taken or when the file was modified less than
-    ``RACY_NS`` before: a file written again within its timestamp's granularity (coarse clock ticks,
-    seconds on some file systems) after the build read it could keep its mtime and size ("racily
-    clean", in git's words). An older mtime always changes when the file is written."""
-    now = time.time_ns()
-    try:
-        st = os.stat(path)
-    except OSError:
-        return {}
-    if st.st_mtime_ns > now - RACY_NS:
-        return {}
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
 
 
 def hash_file(path: Path) -> str:

@@ -1,5 +1,5 @@
 """A sentence-transformers model folder: its settings (pooling, dimension, sequence length,
-casing) and the paths of its cached ONNX exports; shared by the runtime encoder (qa.embed) and
+casing), its identity (a fingerprint of its content) and the paths of its cached ONNX exports; shared by the runtime encoder (qa.embed) and
 the export (qa.export), without importing torch.
 """
 
@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from qa.datatypes import QAError
+from qa.digests import remembered_sha256
 
 EXPORT_VERSION = 1  # bump when the exported graph changes
 OPSET = 17
 INT8_VERSION = 1  # bump when the quantisation recipe changes
 _GENERIC_FOLDER_NAMES = {"model", "models", "snapshot", "onnx"}
-
-
-def default_cache_dir() -> Path:
-    """Where exports are cached: ``$QA_CACHE`` or ``~/.cache/qa``."""
-    return Path(os.environ.get("QA_CACHE", Path.home() / ".cache" / "qa"))
+IDENTITY_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "vocab.txt")  # besides the weights and the modules' configurations
 
 
 def check_model_dir(model_path: str) -> Path:
@@ -100,23 +97,35 @@ def embedding_dim(model_dir: Path) -> int:
     return int(dim or read_json(model_dir / "config.json")["hidden_size"])
 
 
-def fingerprint(model_dir: Path) -> str:
-    """Changes whenever the model (weights, configs, pooling) or the export code changes."""
+def model_identity(model_dir: Path) -> str:
+    """The model's identity: its name and a fingerprint of the content of every file that shapes its
+    vectors (weights, configurations, pooling, tokenizer). The same model copied or moved elsewhere
+    (another venv) keeps it; new weights at the same path change it. The ONNX export cache, the
+    index's signature, its embedding cache and its calibration all name the model by it. File digests
+    are remembered by file status (``qa.digests``), so only the first use of a file hashes it."""
+    h = hashlib.sha256()
+    for path in identity_files(model_dir):
+        h.update(f"{path.relative_to(model_dir).as_posix()} {remembered_sha256(path)}\n".encode())
+    return f"{model_name(model_dir)}-{h.hexdigest()[:16]}"
+
+
+def identity_files(model_dir: Path) -> list[Path]:
+    """The files of the model folder that decide its vectors, in a fixed order."""
     weights = weights_file(model_dir)
     assert weights is not None
-    st = weights.stat()
-    h = hashlib.sha256()
-    h.update(f"v{EXPORT_VERSION} opset{OPSET}\n{model_dir}\n{weights.name} {st.st_size} {st.st_mtime_ns}\n".encode())
-    for rel in ("config.json", "modules.json", "sentence_bert_config.json"):
-        path = model_dir / rel
-        if path.is_file():
-            h.update(rel.encode() + b"\n" + path.read_bytes())
-    h.update(json.dumps(pooling_config(model_dir), sort_keys=True).encode())
-    return h.hexdigest()[:16]
+    files = [weights] + [model_dir / rel for rel in IDENTITY_FILES]
+    modules = model_dir / "modules.json"
+    if modules.is_file():
+        files += [model_dir / m.get("path", "") / "config.json" for m in read_json(modules)
+                  if isinstance(m, dict) and m.get("path")]
+    return [f for f in dict.fromkeys(files) if f.is_file()]
 
 
 def export_path(model_dir: Path, cache_dir: Path) -> Path:
-    return cache_dir / "onnx" / f"{model_name(model_dir)}-{fingerprint(model_dir)}.onnx"
+    """Where the ONNX export of the model is cached: by its identity and the export code's version."""
+    identity = model_identity(model_dir)
+    code = hashlib.sha256(f"v{EXPORT_VERSION} opset{OPSET}\n{identity}".encode()).hexdigest()[:8]
+    return cache_dir / "onnx" / f"{identity}-{code}.onnx"
 
 
 def int8_path(export: Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 from qa.abstain import explain, unmentioned
@@ -45,19 +44,20 @@ def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progr
     if settings.answerer == "reader":
         engine.reader = reader or load_reader(settings.reader or None, settings.model_path)
         try:
-            engine.calibration = calibration_for(Path(settings.index), engine.reader.folder, engine.reader.identity,
-                                                 model_name(index), log=log)
+            engine.calibration = calibration_for(index.folder, engine.reader.folder, engine.reader.identity,
+                                                 index_model(index), log=log)
         except QAError:
             if not fitting:
                 raise
-            engine.calibration = Calibration(engine.reader.identity, model_name(index),
+            engine.calibration = Calibration(engine.reader.identity, index_model(index),
                                              ranker=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], platt=(1.0, 0.0))
     return engine
 
 
-def model_name(index: Index) -> str:
-    """The embedding model's name as the index records it (what a calibration is tied to)."""
-    return str(index.manifest.get("model", {}).get("name", ""))
+def index_model(index: Index) -> str:
+    """The embedding model (its content identity) and precision the index's vectors come from, as its
+    signature records them: what a calibration fitted on this index is tied to."""
+    return str(index.manifest["signature"].get("model", ""))
 
 
 def query_encoder(settings: Settings):

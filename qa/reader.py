@@ -20,7 +20,7 @@ import numpy as np
 
 from qa.reader_windows import SpanScore, Window, WindowMaker, batch_arrays, best_spans
 from qa.datatypes import QAError
-from qa.load import file_sha256
+from qa.digests import remembered_sha256
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "models" / "reader"
 MODEL_FILE = "reader.onnx"
@@ -81,7 +81,7 @@ def load_reader(path: str | os.PathLike | None, model_dir: str, *, threads: int 
     onnx_path = folder / MODEL_FILE
     if not onnx_path.is_file():
         raise QAError(f"no reader model at {onnx_path} (train one: python training/train_reader.py)")
-    identity = file_sha256(onnx_path)
+    identity = remembered_sha256(onnx_path)  # hashed once, then remembered by the file's status
     expected = expected_sha256(folder)
     if expected is None:
         raise QAError(f"{folder / 'SHA256SUMS'} is missing or names no {MODEL_FILE}: the reader cannot be verified")

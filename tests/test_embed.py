@@ -16,7 +16,8 @@ import pytest
 from qa.config import resolve_model  # noqa: E402
 from qa.embed import load_encoder  # noqa: E402
 from qa.export import export_onnx, quantize_onnx  # noqa: E402
-from qa.models import default_cache_dir, export_path  # noqa: E402
+from qa.digests import default_cache_dir  # noqa: E402
+from qa.models import export_path  # noqa: E402
 from qa.datatypes import QAError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +157,8 @@ def test_export_is_cached_and_atomic(model_path: str, cache: Path) -> None:
     assert not list(path.parent.glob(".export-*"))
 
 
-def test_cache_key_follows_the_model(tmp_path: Path) -> None:
+def test_cache_key_follows_the_models_content_not_its_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("QA_CACHE", str(tmp_path / "cache"))  # digests remembered here
     model = tmp_path / "tiny-model"
     model.mkdir()
     (model / "config.json").write_text('{"hidden_size": 8}')
@@ -166,11 +168,37 @@ def test_cache_key_follows_the_model(tmp_path: Path) -> None:
     first = export_path(model, tmp_path / "cache")
     assert first.parent == tmp_path / "cache" / "onnx" and first.name.startswith("tiny-model-")
     assert export_path(model, tmp_path / "cache") == first
+    os.utime(weights, ns=(1, 1))  # touched, same bytes: the same model
+    assert export_path(model, tmp_path / "cache") == first
+    moved = tmp_path / "venv2" / "tiny-model"  # the same files elsewhere (a moved venv): the same model
+    shutil.copytree(model, moved)
+    assert export_path(moved, tmp_path / "cache") == first
+    weights.write_bytes(b"1" * 10)  # new weights at the same path, same size: another model
     os.utime(weights, ns=(1, 1))
     second = export_path(model, tmp_path / "cache")
     assert second != first
     (model / "config.json").write_text('{"hidden_size": 16}')
     assert export_path(model, tmp_path / "cache") not in (first, second)
+
+
+def test_file_digests_are_remembered_by_status(tmp_path: Path) -> None:
+    from qa.digests import remembered_sha256
+    from qa.load import file_sha256
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"a" * 1000)
+    os.utime(weights, ns=(10**18, 10**18))  # old enough not to be racy
+    assert remembered_sha256(weights, tmp_path / "cache") == file_sha256(weights)
+    stored = json.loads((tmp_path / "cache" / "digests.json").read_text())
+    assert stored[str(weights.resolve())]["sha256"] == file_sha256(weights)
+    stored[str(weights.resolve())]["sha256"] = "remembered"  # proves the next call reads it, not the file
+    (tmp_path / "cache" / "digests.json").write_text(json.dumps(stored))
+    assert remembered_sha256(weights, tmp_path / "cache") == "remembered"
+    weights.write_bytes(b"b" * 1000)  # a new status: hashed again
+    os.utime(weights, ns=(10**18 + 1, 10**18 + 1))
+    assert remembered_sha256(weights, tmp_path / "cache") == file_sha256(weights)
+    (tmp_path / "cache" / "digests.json").write_text("{not json")  # a damaged cache only costs the hashing
+    assert remembered_sha256(weights, tmp_path / "cache") == file_sha256(weights)
 
 
 def test_user_errors_are_qa_errors(tmp_path: Path, model_path: str) -> None:

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from helpers_core import live_generation
 from qa.cli import build_parser, main, settings_from
 from qa.config import Settings, load_saved
 from qa.eval.calibrate import choose_threshold
@@ -316,19 +317,20 @@ def test_benchmark_refuses_to_write_into_a_real_corpus(tiny, tmp_path, capsys):
 
 def test_reader_calibration_is_saved_with_the_index_and_used_by_ask(tiny, tmp_path, capsys):
     from qa.calibration import load_calibration
-    from qa.pipeline import open_engine
+    from qa.pipeline import index_model, open_engine
     from qa.reader import DEFAULT_DIR, expected_sha256
 
     index = tmp_path / "index"
     shutil.copytree(tiny.index, index)
     code, stdout, err = run_eval_cli(capsys, tiny.questions, "--corpus", tiny.corpus, "--index", index, "--calibrate")
     assert code == 0 and "calibration.json" in stdout and "with their answer left out" in stdout, err
-    cal = load_calibration(index / "calibration.json")
+    gen = live_generation(index)  # the calibration lives with the generation it was fitted on
+    cal = load_calibration(gen / "calibration.json")
     assert cal.reader == expected_sha256(DEFAULT_DIR)
     engine = open_engine(Settings(corpus=tiny.corpus, index=index), build=False, progress=False)
-    assert engine.calibration == cal
+    assert engine.calibration == cal and cal.model == index_model(engine.index)
     cal.reader = "another reader"
-    cal.save(index / "calibration.json")
+    cal.save(gen / "calibration.json")
     notes = []
     engine = open_engine(Settings(corpus=tiny.corpus, index=index), build=False, progress=False, log=notes.append)
     assert engine.calibration == load_calibration(DEFAULT_DIR / "calibration.json")

@@ -20,7 +20,8 @@ import qa.manifest
 from helpers_core import live_generation, settings_for
 from qa.build import BUILD_STAGES, build_index
 from qa.index import load_index
-from qa.manifest import RACY_NS, STAT_FIELDS, read_manifest, staleness
+from qa.digests import RACY_NS, STAT_FIELDS
+from qa.manifest import read_manifest, staleness
 
 OLD_NS = 1_700_000_000 * 10**9  # 2023-11-14: long before any build of these tests
 DOCS = {

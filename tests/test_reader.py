@@ -13,7 +13,8 @@ from qa.answer import answer_sentences, reader_answers, reader_candidates
 from qa.calibration import (Calibration, calibration_for, candidate_features, fit_logistic, fit_platt,
                             load_calibration, missing_terms, reliability, specific_terms)
 from qa.config import Settings
-from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, file_sha256, load_reader
+from qa.load import file_sha256
+from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, load_reader
 from qa.reader_windows import WindowMaker, batch_arrays, best_spans, token_span
 from qa.datatypes import Hit, Passage, QAError
 

@@ -110,11 +110,11 @@ def run_reader_calibration(engine, questions: list[Question], settings: Settings
     """Fit on ``questions`` (hybrid mode), print what was fitted and save it with the index (or to ``out``)."""
     s = settings.replace(mode="hybrid", answerer="reader", threshold=0.0, max_answers=1)
     rows = collect(engine, questions, s, progress=progress)
-    from qa.pipeline import model_name
+    from qa.pipeline import index_model
 
-    cal = fit(rows, engine.reader.identity, model_name(engine.index),
+    cal = fit(rows, engine.reader.identity, index_model(engine.index),
               f"{len(questions)} questions, hybrid ({s.fusion}), k {s.k}, read {s.read}")
-    path = Path(out) if out is not None else Path(settings.index) / CALIBRATION_FILE
+    path = Path(out) if out is not None else engine.index.folder / CALIBRATION_FILE  # lives with the generation
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         cal.save(path)

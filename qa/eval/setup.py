@@ -41,7 +41,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit the answer ranking, confidence and abstention threshold on this set (hybrid "
                         "mode) and save them with the index")
     parser.add_argument("--calibration-out", type=Path,
-                        help="with --calibrate: write the calibration here instead of into the index folder")
+                        help="with --calibrate: write the calibration here instead of into the index")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
