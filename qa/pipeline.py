@@ -9,7 +9,7 @@ from typing import Mapping
 from qa.abstain import explain, unmentioned
 from qa.answer import cite, reader_candidates, select_answers
 from qa.disagree import disagreement
-from qa.calibration import Calibration, calibration_for
+from qa.calibration import Calibration, calibration_for, neutral
 from qa.config import MAX_QUESTION_CHARS, Settings
 from qa.build import ensure_index
 from qa.index import Index, open_existing, stderr_log
@@ -49,8 +49,7 @@ def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progr
         except QAError:
             if not fitting:
                 raise
-            engine.calibration = Calibration(engine.reader.identity, index_model(index),
-                                             ranker=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], platt=(1.0, 0.0))
+            engine.calibration = neutral(engine.reader.identity, index_model(index))
     return engine
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from helpers_core import DOC_A
 from qa.answer import answer_sentences, reader_answers, reader_candidates
-from qa.calibration import (Calibration, calibration_for, candidate_features, fit_logistic, fit_platt,
+from qa.calibration import (FEATURES, Calibration, calibration_for, candidate_features, fit_logistic, fit_platt,
                             load_calibration, missing_terms, reliability, specific_terms)
 from qa.config import Settings
 from qa.load import file_sha256
@@ -212,7 +212,7 @@ def test_reliability_and_ece():
 
 def test_features_have_one_row_per_candidate():
     f = candidate_features(np.array([3.0, 1.0]), np.array([0.0, 2.0]), np.array([0, 2]), np.array([0, 1]))
-    assert f.shape == (2, 5)
+    assert f.shape == (2, len(FEATURES))
     assert f[0, 1] == 3.0 and f[1, 1] == -1.0 and f[1, 3] == pytest.approx(1 / 3) and f[1, 4] == 1.0
     assert np.exp(f[:, 2]).sum() == pytest.approx(1.0)
 
@@ -241,6 +241,21 @@ def test_a_calibration_for_another_reader_is_not_used(tmp_path):
     assert got.threshold == 0.4 and notes and "another reader" in notes[0]
     with pytest.raises(QAError, match="no calibration"):
         calibration_for(tmp_path / "index", tmp_path / "reader", "reader-c", "model")
+
+
+def test_an_index_calibration_of_an_older_format_gives_way_to_the_shipped_one(tmp_path):
+    (tmp_path / "index").mkdir()
+    (tmp_path / "reader").mkdir()
+    old = {"format": 0, "reader": "reader-a", "model": "model", "ranker": [0.0] * 4, "platt": [1, 0],
+           "threshold": 0.3, "high": 0.8, "medium": 0.5}
+    (tmp_path / "index" / "calibration.json").write_text(json.dumps(old))
+    Calibration("reader-a", "model", ranker=[0.0] * 6, platt=(1.0, 0.0), threshold=0.4).save(
+        tmp_path / "reader" / "calibration.json")
+    notes = []
+    got = calibration_for(tmp_path / "index", tmp_path / "reader", "reader-a", "model", log=notes.append)
+    assert got.threshold == 0.4 and "qa eval --calibrate" in notes[0]
+    with pytest.raises(QAError, match="format 0"):
+        load_calibration(tmp_path / "index" / "calibration.json")
 
 
 # ---------------------------------------------------------------- the shipped model

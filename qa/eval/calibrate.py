@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.calibration import CALIBRATION_FILE, FEATURES, RIGHT_F1, Calibration, fit_logistic, fit_platt, reliability
+from qa.calibration import (CALIBRATION_FILE, FEATURES, RIGHT_F1, Calibration, fit_logistic, fit_platt, neutral,
+                            reliability)
 from qa.config import SAVED_SETTINGS_FILE, Settings
 from qa.datatypes import QAError, Question
 from qa.eval.run import evaluate
@@ -43,7 +44,7 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
     from qa.eval.metrics import token_f1
     from qa.pipeline import ask
 
-    neutral = dataclasses.replace(engine.calibration, ranker=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], platt=(1.0, 0.0))
+    unfitted = neutral(engine.calibration.reader, engine.calibration.model)
     rows = []
     for q in progress_bar(questions, desc="calibrate", unit="q", enabled=progress):
         if not q.answerable:
@@ -55,7 +56,7 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
             others = [h for h in result.hits if not holds_answer(h.passage, q)][:read]
             asked.append(([dataclasses.replace(h, rank=r) for r, h in enumerate(others)], True))
         for hits, simulated in asked:
-            cands, _ = reader_candidates(engine.reader, neutral, q.question, hits)
+            cands, _ = reader_candidates(engine.reader, unfitted, q.question, hits)
             if not cands:
                 continue
             feats = np.array([c.features for c in cands])
