@@ -95,7 +95,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from qa.eval.command import run_eval
     from qa.eval.setup import eval_settings
 
-    settings = settings_from(args)
+    # A question set is scored on the index given, with its own settings as `qa ask` would; a
+    # benchmark's index is its own, built with the options given.
+    settings = settings_from(args, policy=UPDATE if args.format == "jsonl" else GIVEN)
     chosen = eval_settings(args, settings)
     created = [_new_folders(Path(chosen.corpus)), _new_folders(Path(chosen.index))]
     try:
@@ -215,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "through the same path as `qa ask`.", EVAL_FOLDERS_HELP)
     add_eval_arguments(p)
     add_settings_arguments(p)
-    p.set_defaults(func=cmd_eval, policy=GIVEN)
+    p.set_defaults(func=cmd_eval)
 
     return parser
 

@@ -33,12 +33,13 @@ CORPUS_CHECK_S = 1.0  # the page looks for files changed in the corpus folder at
 
 
 def knob(default, help: str, *, flag: str | None = None, choices: tuple | None = None, low: float | None = None,
-         high: float | None = None, shown: str | None = None, env: str | None = None):
+         high: float | None = None, shown: str | None = None, env: str | None = None, rebuilds: bool = True):
     """A settings field with what its option needs: the help text, the flag (default ``--name-with-dashes``),
-    the choices or the range a value must be in, how the default is shown in ``--help``, and the
-    environment variable that sets the default."""
+    the choices or the range a value must be in, how the default is shown in ``--help``, the
+    environment variable that sets the default, and (index settings) whether another value means
+    another index (``rebuilds``; False: only how it is built, as the batch size)."""
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "low": low,
-                                            "high": high, "shown": shown, "env": env})
+                                            "high": high, "shown": shown, "env": env, "rebuilds": rebuilds})
 
 
 @dataclass
@@ -62,7 +63,7 @@ class IndexSettings(Location):
     overlap: int = knob(1, "sentences shared by neighbouring passages", low=0)
     backend: str = knob("auto", "encoder runtime (auto: ONNX Runtime, exported on first use)", choices=BACKENDS)
     precision: str = knob("fp32", "indexing precision (queries are always fp32)", choices=PRECISIONS)
-    batch_size: int = knob(32, "encoding batch size", low=1)
+    batch_size: int = knob(32, "encoding batch size", low=1, rebuilds=False)
     faiss: str = knob("auto", "dense index type (auto: exact below --hnsw-min passages, HNSW above)",
                       choices=FAISS_KINDS)
     hnsw_min: int = knob(50_000, "passages from which auto picks HNSW", low=1)

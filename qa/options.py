@@ -25,8 +25,8 @@ PORT = 7860
 
 
 READ = "read"  # ask, serve: the index's own settings; a different index-shaping option is an error
-UPDATE = "update"  # index: the options given, else the index's own settings
-GIVEN = "given"  # eval: the options given, else the defaults (a benchmark's index is built with them)
+UPDATE = "update"  # index, eval of a question set: the options given, else the index's own settings
+GIVEN = "given"  # eval of a benchmark: the options given, else the defaults (its index is built with them)
 _TYPES = {"Path": Path, "int": int, "float": float, "str": str, "float | None": float}
 _METAVARS = {"Path": "DIR", "int": "N", "float": "X", "str": "DIR", "float | None": "X"}  # str: model, reader folders
 
@@ -102,8 +102,9 @@ def settings_from(args: argparse.Namespace, *, policy: str | None = None) -> Set
 
     READ (``qa ask``, ``qa serve``): an index-shaping option that differs from what the index was
     built with is a QAError saying to run ``qa index``, so a one-off question never rebuilds the
-    shared index. UPDATE (``qa index``): the options given change the index. GIVEN (``qa eval``):
-    the saved settings are not read. Without ``policy``, the command's (``args.policy``), else READ."""
+    shared index (an option that changes nothing in it, --batch-size, is taken). UPDATE (``qa index``,
+    ``qa eval`` of a question set): the options given change the index. GIVEN (``qa eval`` of a
+    benchmark): the saved settings are not read. Without ``policy``, the command's (``args.policy``), else READ."""
     policy = policy or getattr(args, "policy", READ)
     given = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
     settings = Settings().replace(**{k: v for k, v in given.items() if k in LOCATION})
@@ -124,11 +125,11 @@ def settings_from(args: argparse.Namespace, *, policy: str | None = None) -> Set
 def _check_same_index(settings: Settings, saved: dict, given: dict) -> None:
     """QAError when an index-shaping option given differs from what the index was built with."""
     defaults = Settings()
-    changed = [name for name, value in given.items()
-               if not _same(name, value, saved.get(name, getattr(defaults, name)))]
+    flags = {f.name: f for f in fields(Settings)}
+    changed = [name for name, value in given.items() if flags[name].metadata.get("rebuilds", True)
+               and not _same(name, value, saved.get(name, getattr(defaults, name)))]
     if not changed:
         return
-    flags = {f.name: f for f in fields(Settings)}
     was = ", ".join(_shown(flags[n], saved.get(n, getattr(defaults, n))) for n in changed)
     want = " ".join(_shown(flags[n], given[n]) for n in changed)
     raise QAError(f"the index in {settings.index} was built with {was}; a question cannot change it: run "

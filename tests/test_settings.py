@@ -169,3 +169,24 @@ def test_a_taken_port_says_how_to_use_another(capsys):
         rc, out, err = run_main(["serve", "--port", str(port), "--index", "/nonexistent/index"], capsys)
     assert (rc, out) == (1, "")
     assert err == f"error: cannot start the server: {error.value}\n"
+
+
+def test_eval_of_a_question_set_uses_the_index_settings_and_a_benchmark_the_options(idx, fast, capsys, monkeypatch,
+                                                                                    tmp_path):
+    import qa.eval.command
+
+    rc, out, err = run_main(["index", "-q", "--sentences", "3", "--overlap", "0", *where(idx)], capsys)
+    assert rc == 0, err
+    seen = []
+    monkeypatch.setattr(qa.eval.command, "run_eval", lambda args, settings: seen.append(settings) or 0)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "q1", "question": "Why?", "answers": ["Because"]}\n')
+    assert run_main(["eval", str(questions), *where(idx)], capsys)[0] == 0
+    assert run_main(["eval", str(questions), "--sentences", "5", *where(idx)], capsys)[0] == 0
+    assert run_main(["eval", str(questions), "--format", "squad", *where(idx)], capsys)[0] == 0
+    assert [s.sentences_per_passage for s in seen] == [3, 5, 4]
+
+
+def test_ask_takes_a_batch_size_it_changes_nothing_in_the_index_with(idx, fast, capsys):
+    rc, out, err = run_main(["ask", "--json", "-q", "--batch-size", "8", *where(idx), DRONES_QUESTION], capsys)
+    assert rc == 0 and "1,700" in json.loads(out)["answers"][0]["span"], err
