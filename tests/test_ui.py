@@ -46,6 +46,8 @@ PORT_FOLLOW_UP = "Which port do they arrive at?"
 NEW_FACT = "The Zorvath-9 radar was delivered to Kazan in 2031."
 NEW_QUESTION = "Where was the Zorvath-9 radar delivered?"
 SHIPS = "How many container ships did the Port of Veranda handle in 2024?"  # the two fixture reports differ
+PDF_FACT = "The Ostrava freight terminal was sold to Lindqvist Holdings in 2029."
+PDF_QUESTION = "Who bought the Ostrava freight terminal?"
 DROPPED_FACT = "The Quillon depot was moved to Yerevan in 2030."
 DROPPED_QUESTION = "Where was the Quillon depot moved?"
 
@@ -346,6 +348,28 @@ def test_page_upload_then_remove_it(page, server, tmp_path):
     expect(reply.locator(".qa-none")).to_contain_text("do not answer")
     expect(reply).not_to_contain_text(NEW_FACT)
     shot(page, "upload-removed.png")
+
+
+def test_page_cites_a_pdf_by_the_quotes_page_and_line(page, tmp_path):
+    from playwright.sync_api import expect
+
+    from helpers_core import make_pdf
+
+    pdf = make_pdf(tmp_path / "brief.pdf", [
+        ["Quarterly brief", "The harbour authority met in March.", "Nothing else was decided."],
+        ["Shipping", "Cargo volumes rose slightly.", PDF_FACT, "The sale closed in June."],
+    ], title="Quarterly brief")
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#upload input[type=file]").set_input_files(str(pdf))
+    expect(page.locator("#upload-status")).to_contain_text("Added and indexed", timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Chat").click()
+    reply = chat_ask(page, PDF_QUESTION)
+    expect(reply.locator(".qa-answer mark")).to_contain_text("Lindqvist")
+    reply.locator(".qa-answer a.qa-ref").click()
+    source = reply.locator("details.qa-src-1")
+    expect(source.locator("summary")).to_contain_text("uploads/brief.pdf p. 2, line 3")  # the quote's page and line
+    expect(source.locator(".qa-passage mark")).to_have_text(PDF_FACT)
+    shot(page, "pdf-page-line.png")
 
 
 def test_a_file_dropped_into_the_corpus_is_answerable_without_restart(page, server):
