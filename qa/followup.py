@@ -12,7 +12,8 @@ harbour report's port, for drones' port).
 
 The figures are cosine similarities between a query and the best *sentence* of the top passages
 (the read ones), from the sentence vectors the index already holds, so the decision costs one
-more retrieval (a query encoding and a search: ~7 ms on a 2-core AMD EPYC). The two limits were
+more retrieval when there is an earlier question (a query encoding and a search: a median 55 ms
+answer became 74 ms on the shared 2-core AMD EPYC, load average 15–18, so noisy). The two limits were
 chosen on the dialogues of ``questions/followups.jsonl`` (written for this, none from the seed
 set): the gain of follow-ups there is 0.22–0.53, that of new topics -0.07–0.14; the new topics a
 weak question alone could not tell (0.27 alone: "Who won the 2022 FIFA World Cup?") lose 0.06–0.16
