@@ -134,6 +134,13 @@ class WebApp:
         return ("", chat + [{"role": "assistant", "content": reply_html(result)}],
                 list(questions or []) + [searched], list(transcript or []) + [to_dict(result)])
 
+    def turn(self, message: str, chat: list[dict], questions: list[str], transcript: list[dict], mode: str,
+             k: float, threshold: float, request: gr.Request | None = None) -> tuple:
+        """One turn of the page's chat: ``respond``, then the export buttons made for the new
+        conversation, in one event (so an export never lags behind the last reply)."""
+        box, chat, questions, transcript = self.respond(message, chat, questions, transcript, mode, k, threshold)
+        return box, chat, questions, transcript, *self.exports(transcript, request)
+
     def exports(self, transcript: list[dict], request: gr.Request | None = None) -> tuple:
         """The export buttons: the conversation as Markdown and as JSON files (none while it is empty)."""
         if not transcript:
@@ -359,11 +366,9 @@ class WebApp:
             chat_inputs = [question, chatbot, questions, transcript, mode, k, threshold]
             chat_outputs = [question, chatbot, questions, transcript]
             exports = [export_md, export_json]
-            question.submit(self.respond, chat_inputs, chat_outputs, api_visibility="private").then(
-                self.exports, transcript, exports, api_visibility="private")
+            question.submit(self.turn, chat_inputs, [*chat_outputs, *exports], api_visibility="private")
             for button in examples:
-                button.click(self.respond, [button, *chat_inputs[1:]], chat_outputs, api_visibility="private").then(
-                    self.exports, transcript, exports, api_visibility="private")
+                button.click(self.turn, [button, *chat_inputs[1:]], [*chat_outputs, *exports], api_visibility="private")
             new_chat.click(lambda: ("", [], [], [], gr.update(value=None, interactive=False),
                                     gr.update(value=None, interactive=False)),
                            None, [*chat_outputs, *exports], api_visibility="private", queue=False)
