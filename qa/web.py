@@ -156,16 +156,19 @@ class WebApp:
     def refresh(self) -> None:
         """Index what changed in the corpus folder since the last look (files added, changed or
         removed by hand), before a question is answered; at most every ``CORPUS_CHECK_S`` seconds
-        (a stat of each file, as git does). A failed update keeps the index as it was."""
+        (a stat of each file, as git does). The question that notices waits for the update; while
+        an update runs (an upload's, a re-scan's, another question's) the others are answered from
+        the index as it is, instead of queueing behind it. A failed update keeps the index as it was."""
         settings = self.engine.settings
-        if not self.watch.changed(settings):
+        if not self.watch.changed(settings) or not self._update_lock.acquire(blocking=False):
             return
-        with self._update_lock:
-            try:
-                if staleness(settings):
-                    self.reload(settings)
-            except QAError as e:
-                log.warning("the corpus folder changed but could not be indexed: %s", e)
+        try:
+            if staleness(settings):
+                self.reload(settings)
+        except QAError as e:
+            log.warning("the corpus folder changed but could not be indexed: %s", e)
+        finally:
+            self._update_lock.release()
 
     def api_ask(self, question: str, mode: str | None = None, k: int | None = None, threshold: float | None = None,
                 history: list[str] | None = None) -> dict:

@@ -170,3 +170,19 @@ def test_only_uploads_can_be_removed(tmp_path):
     assert (corpus / "own.txt").exists()
     remove_upload("uploads/note.txt", corpus)
     assert not (corpus / "uploads" / "note.txt").exists()
+
+
+def test_a_question_does_not_queue_behind_a_running_update(idx, fast, monkeypatch):
+    from qa import web
+    from qa.pipeline import open_engine
+
+    app = web.WebApp(open_engine(idx, progress=False))
+    app.watch = CorpusWatch(every=0.0)
+    (idx.corpus / "new.txt").write_text("A new report. The Quillon depot was moved to Yerevan in 2030.")
+    reloads = []
+    monkeypatch.setattr(app, "reload", lambda settings, *a, **kw: reloads.append(settings))
+    with app._update_lock:  # an upload is being indexed
+        app.refresh()  # returns at once, answering from the index as it is
+    assert reloads == []
+    app.refresh()  # the next question notices and updates
+    assert reloads == [idx]
