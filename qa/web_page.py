@@ -130,8 +130,8 @@ def reply_html(result: Result, rid: str | None = None) -> str:
     best, *more = result.answers
     parts = [f'<p class="qa-answer">{answer_html(best)}{_ref(best.citation, rid)}</p>', _confidence(best),
              _searched(result), differ_html(result, rid)]
-    differing = {id(a) for a in result.disagreement.answers} if result.disagreement else set()
-    for a in (a for a in more if id(a) not in differing):  # those are side by side above
+    differing = result.disagreement.answers if result.disagreement else []
+    for a in (a for a in more if a not in differing):  # those stand side by side above
         parts.append(f'<div class="qa-also"><p>{answer_html(a)}{_ref(a.citation, rid)}</p>{_confidence(a)}</div>')
     cited = {a.citation for a in result.answers}
     parts.append('<p class="qa-head">Sources</p>')

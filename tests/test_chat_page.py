@@ -91,6 +91,8 @@ def test_disagreement_side_by_side_with_citations(engine):
     values = re.findall(r'<p class="qa-claim-value">([^<]+)<a class="qa-ref" href="#qa-d-(\d+)"', block)
     assert {v for v, _ in values} == {"4,200", "3,100"}
     assert "harbour-report.txt" in block and "shipping-review.txt" in block
+    top, other = result.answers[0].span, ({"4,200", "3,100"} - {result.answers[0].span}).pop()
+    assert page.count(f"<mark>{top}</mark>") == 2 and page.count(f"<mark>{other}</mark>") == 1  # not again below
     md = reply_markdown(to_dict(result))
     assert "**Sources differ:**" in md and "“4,200”" in md and "“3,100”" in md
 
