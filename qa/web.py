@@ -323,11 +323,10 @@ class WebApp:
                         gr.Markdown("Try:", elem_classes="qa-try")
                         examples = [gr.Button(q, size="sm", variant="secondary", elem_classes="qa-example")
                                     for q in EXAMPLES]
+                    question = gr.Textbox(placeholder="Ask a question…", show_label=False, lines=1,
+                                          submit_btn="Ask", elem_id="question", autofocus=True)
                     with gr.Row():
-                        question = gr.Textbox(placeholder="Ask a question…", show_label=False, lines=1,
-                                              submit_btn="Ask", scale=8, elem_id="question", autofocus=True)
-                        new_chat = gr.Button("New conversation", scale=0, min_width=180, variant="secondary")
-                    with gr.Row():
+                        new_chat = gr.Button("New conversation", size="sm", variant="secondary")
                         export_md = gr.DownloadButton("Export conversation (Markdown)", size="sm",
                                                       interactive=False, elem_id="export-md")
                         export_json = gr.DownloadButton("Export conversation (JSON)", size="sm",
