@@ -92,15 +92,15 @@ def understand(index: Index, encoder, question: str, history: list[str], setting
     if refers_back and gain >= MIN_GAIN_BACK:
         return Decision(Understanding(query, True, f"a follow-up: it refers back, and {figures}",
                                       reader_question(question, previous)), context)
-    if gain < MIN_GAIN:
+    if gain < MIN_GAIN:  # from here on, the question does not refer back
         return Decision(Understanding(question, False, f"a new question: {figures}"), alone)
     new_names = _new_names(question, previous, alone.hits[:1])
-    if new_names and not refers_back:
+    if new_names:
         named = ", ".join(f"“{n}”" for n in new_names)
         return Decision(Understanding(question, False, f"a new question: it names {named}, which its own "
                                                        f"search finds and the previous question did not ask about"),
                         alone)
-    if drop > MAX_DROP and not refers_back:
+    if drop > MAX_DROP:
         return Decision(Understanding(question, False, f"a new question: the previous question's passages fit it "
                                                        f"worse ({own_in_context:.2f} against {own:.2f})"), alone)
     return Decision(Understanding(query, True, f"a follow-up: {figures}", reader_question(question, previous)),
