@@ -93,9 +93,10 @@ class SyntheticEncoder:
     def __init__(self, pool: dict[str, np.ndarray], dim: int = 384, noise: float = 0.45, bank: int = 8192):
         self.name = "synthetic-from-real-pool"
         self.dim = dim
+        if not pool:
+            raise SystemExit("synthetic vectors need a pool of real ones (an earlier real-vector build); none found")
         self.pool = pool
-        self.base = np.stack([v.astype(np.float32) for v in pool.values()]) if pool else \
-            np.random.default_rng(1).standard_normal((4096, dim)).astype(np.float32)
+        self.base = np.stack([v.astype(np.float32) for v in pool.values()])
         self.base /= np.linalg.norm(self.base, axis=1, keepdims=True)
         b = np.random.default_rng(0).standard_normal((bank, dim)).astype(np.float32)
         self.bank = noise * b / np.linalg.norm(b, axis=1, keepdims=True)

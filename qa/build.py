@@ -19,7 +19,7 @@ from qa.calibration import CALIBRATION_FILE
 from qa.config import Settings
 from qa.datatypes import Document, Passage, QAError, text_key
 from qa.dense import build_faiss, faiss_kind, write_faiss
-from qa.embcache import compact_cache, encode_cached
+from qa.embcache import compact_cache, encode_cached, encode_pooled_cached
 from qa.index import Index, Log, load_index, read_passages, stderr_log
 from qa.load import corpus_files, doc_id, file_sha256, load_document
 from qa.digests import STAT_FIELDS, stat_of
@@ -28,6 +28,7 @@ from qa.split import split_document
 from qa.storage import (IndexWriteError, atomic_write, current_generation, drop_old_generations, drop_unused,
                         fsync_files, locked, publish, writing)
 from qa.terms import tokenize
+from qa.vectors import plan
 
 BUILD_STAGES = ("list", "prepare", "load", "split", "encoder", "sentences", "encode", "faiss", "tokenize", "bm25",
                 "write", "cleanup", "cache")  # reported to build_index's on_stage, in this order
@@ -144,10 +145,9 @@ def build_index(
         lap("encoder")
         sentence_keys, sentence_texts, sentence_ptr, sentence_rows = _sentence_table(passages)
         lap("sentences")
-        texts = [p.text for p in passages] + sentence_texts
-        keys = [p.key for p in passages] + sentence_keys
         cache_dir = _cache_dir(settings)
-        vectors = encode_cached(encoder, texts, keys, cache_dir, settings.batch_size, progress, log)
+        vectors, live = _vectors(settings, encoder, passages, sentence_keys, sentence_texts, sentence_ptr,
+                                 sentence_rows, progress, log)
         passage_vecs = vectors[: len(passages)].astype(np.float32)
         sentence_vecs = vectors[len(passages) :].astype(np.float16)
         lap("encode")
@@ -184,7 +184,7 @@ def build_index(
         drop_old_generations(folder, keep=gen.name)
         lap("cleanup")
         try:
-            compact_cache(cache_dir, set(keys))
+            compact_cache(cache_dir, live)
         except IndexWriteError as e:  # the new index is live; the cache keeps its (larger) old shards
             log(f"warning: {e}; the embedding cache was not compacted")
         lap("cache")
@@ -206,14 +206,29 @@ def warm_cache(settings: Settings, docs: list[Document], *, encoder=None, log: L
     then adds it finds every vector in the cache: the build (one at a time) stays short however
     large the upload, and other users' uploads are not kept waiting behind its encoding."""
     passages = [p for doc in docs for p in split_document(doc, settings.sentences_per_passage, settings.overlap)]
-    sentence_keys, sentence_texts, _, _ = _sentence_table(passages)
-    texts = [p.text for p in passages] + sentence_texts
-    keys = [p.key for p in passages] + sentence_keys
     written: list[Path] = []
-    if texts:
-        encode_cached(encoder or indexing_encoder(settings), texts, keys, _cache_dir(settings), settings.batch_size,
-                      progress, log, upload=True, written=written)
+    if passages:
+        _vectors(settings, encoder or indexing_encoder(settings), passages, *_sentence_table(passages), progress,
+                 log, upload=True, written=written)
     return written
+
+
+def _vectors(settings: Settings, encoder, passages: list[Passage], sentence_keys: list[str],
+             sentence_texts: list[str], sentence_ptr: np.ndarray, sentence_rows: np.ndarray, progress: bool,
+             log: Log, **upload) -> tuple[np.ndarray, set[str]]:
+    """The passage vectors, then the sentence rows' (``settings.sentence_vectors``: pooled or encoded),
+    through the embedding cache; and the cache keys to keep when it is compacted."""
+    cache_dir = _cache_dir(settings)
+    if settings.sentence_vectors == "pooled":
+        the_plan = plan(passages, sentence_ptr, sentence_rows)
+        vectors = encode_pooled_cached(encoder, passages, the_plan, cache_dir, settings.batch_size, progress, log,
+                                       **upload)
+        # every span pooled, whether or not it is a sentence row's, stays cached
+        return vectors, {p.key for p in passages}.union(*the_plan.span_keys)
+    keys = [p.key for p in passages] + sentence_keys
+    vectors = encode_cached(encoder, [p.text for p in passages] + sentence_texts, keys, cache_dir,
+                            settings.batch_size, progress, log, **upload)
+    return vectors, set(keys)
 
 
 def drop_warmed(shards: list[Path]) -> None:

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from qa.options import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, GIVEN, READ, UPDATE,
-                        SERVE_DESCRIPTION, OneLineParser, add_serve_arguments, add_settings_arguments,
-                        settings_from)
+                        SERVE_DESCRIPTION, OneLineParser, add_ray_arguments, add_serve_arguments,
+                        add_settings_arguments, settings_from)
 from qa.datatypes import QAError
 
 # Exit statuses, the same for every command (documented in `qa --help`).
@@ -50,6 +50,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     reason = staleness(settings) if not args.rebuild else "rebuild asked for"
     if reason is None:
         print(f"index in {settings.index} is up to date with {settings.corpus}", file=sys.stderr)
+        return 0
+    if args.ray is not None:
+        from qa.distributed import build_index_ray
+
+        build_index_ray(settings, args.ray, workers=args.ray_workers, rebuild=args.rebuild, progress=not args.quiet)
         return 0
     build_index(settings, rebuild=args.rebuild, progress=not args.quiet)
     return 0
@@ -192,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(p, ask=False)
     p.add_argument("--rebuild", action="store_true", help="re-read every document (cached embeddings still reused)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_ray_arguments(p)
     p.set_defaults(func=cmd_index, policy=UPDATE)
 
     p = _command(sub, "ask", "answer questions (from the argument, or stdin one per line)",
@@ -217,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "through the same path as `qa ask`.", EVAL_FOLDERS_HELP)
     add_eval_arguments(p)
     add_settings_arguments(p)
+    add_ray_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     return parser

@@ -26,6 +26,7 @@ FUSIONS = ("rrf", "weighted")
 FAISS_KINDS = ("auto", "flat", "hnsw", "ivf")
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("fp32", "bf16", "int8")
+SENTENCE_VECTORS = ("pooled", "encoded")  # see qa.vectors
 SAVED_SETTINGS_FILE = "settings.json"  # inside the index folder
 MAX_QUESTION_CHARS = 2000
 UPLOADS = "uploads"  # the page's uploads go into this folder inside the corpus folder (git-ignored)
@@ -64,6 +65,9 @@ class IndexSettings(Location):
     backend: str = knob("auto", "encoder runtime (auto: ONNX Runtime, exported on first use)", choices=BACKENDS)
     precision: str = knob("fp32", "indexing precision (queries are always fp32)", choices=PRECISIONS)
     batch_size: int = knob(32, "encoding batch size", low=1, rebuilds=False)
+    sentence_vectors: str = knob("pooled", "sentence vectors: pooled from the passage's own forward pass (one "
+                                 "encoding per passage), or each sentence encoded on its own (about twice the "
+                                 "encoding)", choices=SENTENCE_VECTORS)
     faiss: str = knob("auto", "dense index type (auto: exact below --hnsw-min passages, HNSW above)",
                       choices=FAISS_KINDS)
     hnsw_min: int = knob(50_000, "passages from which auto picks HNSW", low=1)

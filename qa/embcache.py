@@ -12,11 +12,15 @@ from typing import Callable
 
 import numpy as np
 
+from qa.datatypes import Passage
 from qa.progress import progress
 from qa.storage import atomic_write, writing
+from qa.vectors import Plan, pooled_shard
 
 ENCODE_RATE = 70  # texts/s, for the warning before a long build (about 70-80 on a 2-core AMD EPYC, fp32)
+POOLED_RATE = 40  # passages/s, the same with pooled sentence vectors (qa.vectors)
 CACHE_SHARD = 512  # texts encoded between two cache writes
+POOLED_SHARD = 256  # passages pooled between two cache writes (each with ~4 sentence vectors)
 SHARD_PREFIX = "emb"  # a build's shards: emb-<ns>-<random>.npz
 UPLOAD_PREFIX = "upload"  # an upload's, encoded ahead of its build (qa.build.warm_cache)
 # An upload's shard this old was abandoned. The largest upload (20 MB of text, about 80,000 texts)
@@ -65,6 +69,42 @@ def encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, b
                 cache.update(zip(chunk_keys, vecs))
         finally:
             bar.close()  # an error message then starts on a line of its own
+    return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
+
+
+def encode_pooled_cached(encoder, passages: list[Passage], plan: Plan, cache_dir: Path, batch_size: int,
+                         show_progress: bool, log: Log, *, upload: bool = False,
+                         written: list[Path] | None = None) -> np.ndarray:
+    """The passage vectors, then the pooled vectors of every sentence row (``plan.row_keys``), taking
+    what the cache has and encoding the other passages (one forward pass each, ``qa.vectors``) into it,
+    a shard of ``POOLED_SHARD`` passages at a time. ``upload`` and ``written`` as in ``encode_cached``."""
+    cache = read_cache(cache_dir, dim=int(encoder.dim))
+    missing = plan.missing(passages, cache.__contains__)
+    keys = [p.key for p in passages] + plan.row_keys
+    if missing:
+        distinct = len(plan.first)
+        counts = [f"{len(passages) - distinct} duplicates"] if len(passages) > distinct else []
+        if len(passages) > distinct or distinct > len(missing):
+            counts.append(f"{distinct - len(missing)} from cache")
+        log(f"index: encoding {len(missing)} passages" + (f" ({', '.join(counts)})" if counts else ""))
+        minutes = len(missing) / POOLED_RATE / 60
+        if minutes >= 2:
+            log(f"index: this will take about {minutes:.0f} minutes; an interrupted build resumes where it "
+                "stopped, and `qa ask --no-build` answers from the existing index meanwhile")
+        bar = progress(total=len(missing), desc="encoding", enabled=show_progress)
+        try:
+            for at in range(0, len(missing), POOLED_SHARD):
+                chunk = missing[at : at + POOLED_SHARD]
+                chunk_keys, vecs = pooled_shard(encoder, [passages[plan.first[j]] for j in chunk],
+                                                [plan.spans[j] for j in chunk], [plan.span_keys[j] for j in chunk],
+                                                batch_size)
+                shard = write_shard(cache_dir, chunk_keys, vecs, prefix=UPLOAD_PREFIX if upload else SHARD_PREFIX)
+                if written is not None:
+                    written.append(shard)
+                cache.update(zip(chunk_keys, vecs))
+                bar.update(len(chunk))
+        finally:
+            bar.close()
     return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
 
 

@@ -43,11 +43,14 @@ def cpu_name() -> str:
 
 
 def cpu_count() -> int:
-    """Cores this process may run on."""
+    """Cores this process may run on: its CPU affinity, or fewer when ``OMP_NUM_THREADS`` says so
+    (as Ray sets it for a worker given that many CPUs)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cores, int(limit)) if limit.isdigit() and int(limit) > 0 else cores
 
 
 class Encoder:
@@ -56,6 +59,9 @@ class Encoder:
     A backend supplies three functions: ``lengths`` (to sort texts and cut padding),
     ``prepare`` (a batch of texts to model inputs, run in the calling thread) and ``run``
     (model inputs to pooled vectors; called from ``workers`` threads at once when > 1).
+    A backend that can also pool spans of a text from the same forward pass (``encode_spans``)
+    supplies ``prepare_spans`` (texts and their character spans to model inputs and one
+    (spans, tokens) weight matrix per text) and ``run_spans`` (those to text and span vectors).
     """
 
     def __init__(
@@ -70,6 +76,8 @@ class Encoder:
         prepare: Callable[[list[str]], Any],
         run: Callable[[Any], np.ndarray],
         workers: int = 1,
+        prepare_spans: Callable[[list[str], list[list[tuple[int, int]]]], Any] | None = None,
+        run_spans: Callable[[Any], tuple[np.ndarray, list[np.ndarray]]] | None = None,
     ) -> None:
         self.name = name
         self.dim = dim
@@ -80,6 +88,13 @@ class Encoder:
         self._prepare = prepare
         self._run = run
         self._workers = max(1, workers)
+        self._prepare_spans = prepare_spans
+        self._run_spans = run_spans
+
+    @property
+    def pools_spans(self) -> bool:
+        """Whether ``encode_spans`` pools span vectors out of the text's own forward pass."""
+        return self._run_spans is not None
 
     def __repr__(self) -> str:
         return f"Encoder({self.name!r}, dim={self.dim}, backend={self.backend!r}, precision={self.precision!r})"
@@ -90,8 +105,47 @@ class Encoder:
             raise TypeError("encode takes a sequence of texts, not one string")
         texts = [str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+
+        def store(rows: np.ndarray, vectors: np.ndarray) -> None:
+            out[rows] = vectors
+
+        self._batches(texts, lambda rows: self._prepare([texts[r] for r in rows]), self._run, store,
+                      batch_size, progress)
+        return _normalise(out)
+
+    def encode_spans(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *, batch_size: int = 32,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Embed ``texts`` and, from the same forward pass, the character spans ``spans[i]`` of
+        ``texts[i]`` (mean of the output vectors of the tokens inside each span): the text vectors
+        (as ``encode``) and one (len(spans[i]), dim) array of unit rows per text. A span with no token
+        inside the model's window (past ``max_seq_length``) is a zero row: encode it on its own.
+        Only backends with ``pools_spans``."""
+        if self._run_spans is None or self._prepare_spans is None:
+            raise QAError(f"the {self.backend} backend cannot pool spans (use the onnx backend)")
+        texts = [str(t) for t in texts]
+        if len(spans) != len(texts):
+            raise ValueError("one list of spans per text")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        pooled: list[np.ndarray] = [np.zeros((len(s), self.dim), np.float32) for s in spans]
+        prepare_spans = self._prepare_spans
+
+        def store(rows: np.ndarray, result: tuple[np.ndarray, list[np.ndarray]]) -> None:
+            vectors, span_vectors = result
+            out[rows] = vectors
+            for r, v in zip(rows, span_vectors):
+                pooled[r] = _normalise(v)
+
+        self._batches(texts, lambda rows: prepare_spans([texts[r] for r in rows], [list(spans[r]) for r in rows]),
+                      self._run_spans, store, batch_size, False)
+        return _normalise(out), pooled
+
+    def _batches(self, texts: list[str], prepare: Callable[[np.ndarray], Any], run: Callable[[Any], Any],
+                 store: Callable[[np.ndarray, Any], None], batch_size: int, progress: bool) -> None:
+        """Cut ``texts`` (sorted by length: less padding) into batches, ``prepare`` each in this thread,
+        ``run`` them on ``workers`` threads, and ``store(rows, result)`` in order."""
         if not texts:
-            return out
+            return
         order = np.argsort(np.asarray(self._lengths(texts)), kind="stable")
         count = -(-len(texts) // max(1, int(batch_size)))
         count = -(-count // self._workers) * self._workers  # a multiple of workers: none sits idle
@@ -103,16 +157,15 @@ class Encoder:
         try:
             for start in range(0, len(batches), 4 * workers):  # bounded look-ahead
                 wave = batches[start : start + 4 * workers]
-                inputs = [self._prepare([texts[r] for r in rows]) for rows in wave]
-                results = pool.map(self._run, inputs) if pool is not None else map(self._run, inputs)
-                for rows, vectors in zip(wave, results):
-                    out[rows] = vectors
+                inputs = [prepare(rows) for rows in wave]
+                results = pool.map(run, inputs) if pool is not None else map(run, inputs)
+                for rows, result in zip(wave, results):
+                    store(rows, result)
                     bar.update(len(rows))
         finally:
             if pool is not None:
                 pool.shutdown()
             bar.close()
-        return _normalise(out)
 
 
 def load_encoder(
@@ -192,11 +245,7 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path, queries: bool =
     def tokenize(texts: list[str]) -> list[list[int]]:
         return [e.ids for e in tokenizer.encode_batch([t.lower() if lower else t for t in texts])]
 
-    def lengths(texts: list[str]) -> list[int]:
-        return [len(ids) for i in range(0, len(texts), 1024) for ids in tokenize(texts[i : i + 1024])]
-
-    def prepare(texts: list[str]) -> dict[str, np.ndarray]:
-        rows = tokenize(texts)
+    def batch(rows: list[list[int]]) -> dict[str, np.ndarray]:
         ids = np.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=np.int64)
         mask = np.zeros(ids.shape, dtype=np.int64)
         for i, r in enumerate(rows):
@@ -204,8 +253,33 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path, queries: bool =
             mask[i, : len(r)] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
+    def lengths(texts: list[str]) -> list[int]:
+        return [len(ids) for i in range(0, len(texts), 1024) for ids in tokenize(texts[i : i + 1024])]
+
+    def prepare(texts: list[str]) -> dict[str, np.ndarray]:
+        return batch(tokenize(texts))
+
     def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run(None, inputs)[0]
+        return session.run(["sentence_embedding"], inputs)[0]
+
+    def prepare_spans(texts: list[str], spans: list[list[tuple[int, int]]]):
+        encodings = tokenizer.encode_batch([t.lower() if lower else t for t in texts])
+        inputs = batch([e.ids for e in encodings])
+        weights = []
+        for e, text_spans in zip(encodings, spans):
+            # a token belongs to the span holding its first character; special tokens ([CLS],
+            # [SEP]: empty offsets) to none
+            starts = np.array([a if b > a else -1 for a, b in e.offsets], dtype=np.int64)
+            w = np.zeros((len(text_spans), inputs["input_ids"].shape[1]), dtype=np.float32)
+            for j, (a, b) in enumerate(text_spans):
+                w[j, : len(starts)] = (starts >= a) & (starts < b)
+            weights.append(w / np.maximum(w.sum(1, keepdims=True), 1.0))
+        return inputs, weights
+
+    def run_spans(prepared) -> tuple[np.ndarray, list[np.ndarray]]:
+        inputs, weights = prepared
+        vectors, tokens = session.run(["sentence_embedding", "token_embeddings"], inputs)
+        return vectors, [w @ t for w, t in zip(weights, tokens)]
 
     return Encoder(
         model_name(model_dir),
@@ -217,6 +291,8 @@ def _load_onnx(model_dir: Path, precision: str, cache_dir: Path, queries: bool =
         prepare=prepare,
         run=run,
         workers=workers,
+        prepare_spans=prepare_spans,
+        run_spans=run_spans,
     )
 
 

@@ -42,11 +42,12 @@ def export_onnx(model_path: str, cache_dir: Path) -> Path:
                 (ids, (ids != 0).to(torch.int64)),
                 str(path),
                 input_names=["input_ids", "attention_mask"],
-                output_names=["sentence_embedding"],
+                output_names=["sentence_embedding", "token_embeddings"],
                 dynamic_axes={
                     "input_ids": {0: "batch", 1: "sequence"},
                     "attention_mask": {0: "batch", 1: "sequence"},
                     "sentence_embedding": {0: "batch"},
+                    "token_embeddings": {0: "batch", 1: "sequence"},
                 },
                 opset_version=OPSET,
                 do_constant_folding=True,
@@ -108,7 +109,8 @@ def _store_model(target: Path, write: Callable[[Path], None]) -> None:
 
 
 def _pooled_module(model, pooling: str):
-    """``model`` followed by sentence-transformers pooling (before normalisation), as one module."""
+    """``model`` followed by sentence-transformers pooling (before normalisation), as one module
+    whose outputs are the pooled vectors and the token vectors they were pooled from."""
     import inspect
 
     import torch
@@ -120,12 +122,12 @@ def _pooled_module(model, pooling: str):
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
             extra = {"token_type_ids": torch.zeros_like(input_ids)} if token_types else {}
             tokens = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
             if pooling == "cls":
-                return tokens[:, 0]
+                return tokens[:, 0], tokens
             weights = attention_mask.unsqueeze(-1).to(tokens.dtype)
-            return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9), tokens
 
     return Pooled().eval()

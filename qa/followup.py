@@ -11,9 +11,11 @@ pronoun settles what the scores cannot when another document answers the words a
 harbour report's port, for drones' port).
 
 The figures are cosine similarities between a query and the best *sentence* of the top passages
-(the read ones), from the sentence vectors the index already holds, so the decision costs one
-more retrieval when there is an earlier question (a query encoding and a search: a median 55 ms
-answer became 74 ms on the shared 2-core AMD EPYC, load average 15–18, so noisy). The two limits were
+(the read ones), from the sentence vectors the index holds when they are encoded sentence by sentence,
+so the decision costs one more retrieval when there is an earlier question (a query encoding and a
+search: a median 55 ms answer became 74 ms on the shared 2-core AMD EPYC, load average 15–18, so
+noisy); an index of pooled sentence vectors (the default, ``qa.vectors``) has those sentences
+(~12-24) encoded here too, for the limits below. The two limits were
 chosen on the dialogues of ``questions/followups.jsonl`` (written for this, none from the seed
 set): the gain of follow-ups there is 0.22–0.53, that of new topics -0.07–0.14; the new topics a
 weak question alone could not tell (0.27 alone: "Who won the 2022 FIFA World Cup?") lose 0.06–0.16
@@ -34,6 +36,7 @@ from qa.datatypes import Hit, Understanding
 from qa.index import Index
 from qa.retrieve import Retrieval, retrieve, sentence_rerank
 from qa.terms import tokenize
+from qa.vectors import sentence_vectors_alone
 
 MIN_GAIN = 0.2  # the context must raise the best sentence's similarity to the query by this much
 MAX_DROP = 0.05  # ... without lowering the question's own best match by more than this
@@ -83,9 +86,10 @@ def understand(index: Index, encoder, question: str, history: list[str], setting
     query = contextual_query(question, previous)
     context = retrieve(index, encoder, query, settings)
     qvec = _vector(encoder, question, alone)
-    own = best_match(index, qvec, alone.hits[: settings.read])
-    with_context = best_match(index, _vector(encoder, query, context), context.hits[: settings.read])
-    own_in_context = best_match(index, qvec, context.hits[: settings.read])
+    memo: dict = {}
+    own = best_match(index, qvec, alone.hits[: settings.read], encoder, memo)
+    with_context = best_match(index, _vector(encoder, query, context), context.hits[: settings.read], encoder, memo)
+    own_in_context = best_match(index, qvec, context.hits[: settings.read], encoder, memo)
     gain, drop = with_context - own, own - own_in_context
     refers_back = _ANAPHORA.search(question) is not None or _elliptical(question)
     figures = f"best match alone {own:.2f}, with the previous question {with_context:.2f}"
@@ -107,10 +111,15 @@ def understand(index: Index, encoder, question: str, history: list[str], setting
                     context)
 
 
-def best_match(index: Index, qvec: np.ndarray, hits: list[Hit]) -> float:
-    """The highest cosine similarity between ``qvec`` and a sentence of ``hits`` (-1 without any)."""
+def best_match(index: Index, qvec: np.ndarray, hits: list[Hit], encoder=None, memo: dict | None = None) -> float:
+    """The highest cosine similarity between ``qvec`` and a sentence of ``hits`` (-1 without any), the
+    sentences as encoded on their own (the limits were chosen on those: ``qa.vectors.sentence_vectors_alone``)."""
     if not hits:
         return -1.0
+    alone = sentence_vectors_alone(index, encoder, [h.passage for h in hits], memo)
+    if alone is not None:
+        sims = [float(np.max(v @ qvec)) for v in alone if len(v)]
+        return max(sims) if sims else -1.0
     _, scores = sentence_rerank(index, qvec, np.array([h.row for h in hits], dtype=np.int64))
     return float(scores[0]) if len(scores) else -1.0
 

@@ -27,6 +27,7 @@ from qa.config import Settings
 from qa.index import Index
 from qa.terms import tokenize
 from qa.datatypes import Answer, Hit
+from qa.vectors import sentence_vectors_alone
 
 # Chosen by a grid search on questions/seed.jsonl (see README, "How the defaults were chosen").
 WEIGHTS = {"sem": 0.50, "lex": 0.30, "ret": 0.15}
@@ -110,13 +111,13 @@ def answer_kind(question: str) -> str:
 
 
 def extract(question: str, query: str, hits: list[Hit], index: Index, qvec: np.ndarray,
-            settings: Settings) -> list[Answer]:
+            settings: Settings, encoder=None) -> list[Answer]:
     """Answers, best first, empty when abstaining (below ``settings.threshold``).
 
     ``question`` decides the kind of answer sought; ``query`` (the question with any
-    conversational context) supplies the terms to match.
+    conversational context) supplies the terms to match. ``encoder``: see ``score_sentences``.
     """
-    candidates = score_sentences(question, query, hits, index, qvec)
+    candidates = score_sentences(question, query, hits, index, qvec, encoder)
     answers: list[Answer] = []
     seen: set[str] = set()
     for cand in candidates:
@@ -132,17 +133,23 @@ def extract(question: str, query: str, hits: list[Hit], index: Index, qvec: np.n
     return answers
 
 
-def score_sentences(question: str, query: str, hits: list[Hit], index: Index, qvec: np.ndarray) -> list[Candidate]:
-    """Every sentence of the hits as a scored candidate answer, best first, one per sentence."""
+def score_sentences(question: str, query: str, hits: list[Hit], index: Index, qvec: np.ndarray,
+                    encoder=None) -> list[Candidate]:
+    """Every sentence of the hits as a scored candidate answer, best first, one per sentence.
+
+    The weights were fitted on sentences encoded on their own; an index whose sentence vectors are
+    pooled from their passages (``qa.vectors``) has the hits' sentences encoded by ``encoder`` here
+    instead (~20 short texts; with the pooled vectors the heuristic lost 7 of 43 seed answers, hybrid)."""
     kind = answer_kind(question)
+    alone = sentence_vectors_alone(index, encoder, [h.passage for h in hits])
     q_terms = set(tokenize(query))
     q_lower = question.lower()
     weights = {t: _idf(index, t) ** LEX_IDF_POWER for t in q_terms}
     total = sum(weights.values()) or 1.0
     best: dict[tuple[str, int], Candidate] = {}
-    for hit in hits:
+    for n, hit in enumerate(hits):
         p = hit.passage
-        vecs = index.sentence_vectors_of(hit.row)
+        vecs = alone[n] if alone is not None else index.sentence_vectors_of(hit.row)
         sims = vecs @ qvec if len(vecs) else np.zeros(0)
         context = float(index.passage_vector(hit.row) @ qvec)
         for i, (s, e) in enumerate(p.sentences):

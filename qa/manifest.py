@@ -36,6 +36,7 @@ def index_signature(settings: Settings) -> dict:
         "faiss": settings.faiss,
         "hnsw_min": settings.hnsw_min if settings.faiss == "auto" else None,
         "hnsw_m": settings.hnsw_m,
+        "sentence_vectors": settings.sentence_vectors,
     }
 
 

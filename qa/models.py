@@ -12,7 +12,7 @@ from pathlib import Path
 from qa.datatypes import QAError
 from qa.digests import remembered_sha256
 
-EXPORT_VERSION = 1  # bump when the exported graph changes
+EXPORT_VERSION = 2  # bump when the exported graph changes (2: token vectors as a second output)
 OPSET = 17
 INT8_VERSION = 1  # bump when the quantisation recipe changes
 _GENERIC_FOLDER_NAMES = {"model", "models", "snapshot", "onnx"}

@@ -52,6 +52,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, index: str = "sho
             _add_option(g, f)
 
 
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]`` and ``--ray-workers``: read, split and encode on a Ray cluster (``qa.distributed``)."""
+    g = parser.add_argument_group("distributed build (needs qa[ray])")
+    g.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="read, split and encode on a Ray cluster: the ADDRESS of its head (default: auto, the "
+                        "running cluster; with none running, a local Ray on this machine)")
+    g.add_argument("--ray-workers", type=int, metavar="N",
+                   help="encoder actors, one CPU each (default: every CPU of the cluster)")
+
+
 def _add_option(group, f, *, hidden: bool = False) -> None:
     meta = f.metadata
     if hidden:

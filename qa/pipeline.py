@@ -128,7 +128,8 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         qvec = found.query_vector
         if qvec is None:
             qvec = engine.encoder.encode([query])[0]
-        answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=needed))
+        answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=needed),
+                          engine.encoder)
     citations, answers = cite(hits, answers, engine.index)
     abstention = None if answers else explain(question, engine.index, citations, best=best, threshold=needed,
                                                  missing=missing)

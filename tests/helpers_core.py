@@ -42,7 +42,8 @@ class EncoderCrash(RuntimeError):
 
 
 class CountingEncoder:
-    """Wraps an encoder; records every batch of texts asked for; can fail on a given call."""
+    """Wraps an encoder; records every batch of texts asked for (``encode`` and ``encode_spans``);
+    can fail on a given call."""
 
     def __init__(self, inner=None, fail_on_call: int | None = None):
         self.inner = inner or real_encoder()
@@ -63,6 +64,17 @@ class CountingEncoder:
             raise EncoderCrash("simulated interruption of the encoder")
         self.calls.append(texts)
         return self.inner.encode(texts, **kwargs)
+
+    @property
+    def pools_spans(self) -> bool:
+        return bool(getattr(self.inner, "pools_spans", False))
+
+    def encode_spans(self, texts, spans, **kwargs):
+        texts = list(texts)
+        if self.fail_on_call is not None and len(self.calls) + 1 >= self.fail_on_call:
+            raise EncoderCrash("simulated interruption of the encoder")
+        self.calls.append(texts)
+        return self.inner.encode_spans(texts, spans, **kwargs)
 
 
 def settings_for(root: Path, **changes) -> Settings:

@@ -732,6 +732,20 @@ def test_bad_settings_json_does_not_stop_qa_ask(idx, fast, capsys):
 def test_duplicate_texts_are_counted_apart_from_cache_hits(tmp_path):
     text = small_doc("copper")
     settings = small_corpus(tmp_path, {"a.md": text, "b.md": text})  # every text of b.md repeats one of a.md
+    enc = CountingEncoder(real_encoder())
+    log = Log()
+    build_index(settings, log=log, progress=False, encoder=enc)
+    distinct = len(enc.texts)  # pooled: one forward pass per distinct passage text
+    assert distinct == len(set(enc.texts)) > 0
+    index = load_index(settings)
+    assert len(index.passages) == 2 * distinct
+    assert [m for m in log if m.startswith("index: encoding")] == [
+        f"index: encoding {distinct} passages ({distinct} duplicates, 0 from cache)"]
+
+
+def test_duplicate_texts_are_counted_apart_from_cache_hits_encoded(tmp_path):
+    text = small_doc("copper")
+    settings = small_corpus(tmp_path, {"a.md": text, "b.md": text}).replace(sentence_vectors="encoded")
     enc = CountingEncoder(HashEncoder())
     log = Log()
     build_index(settings, log=log, progress=False, encoder=enc)
@@ -743,18 +757,23 @@ def test_duplicate_texts_are_counted_apart_from_cache_hits(tmp_path):
         f"index: encoding {distinct} texts ({distinct} duplicates, 0 from cache)"]
 
 
-def test_resumed_build_counts_duplicates_and_cache_hits_apart(tmp_path, monkeypatch):
+@pytest.mark.parametrize("vectors", ["pooled", "encoded"])
+def test_resumed_build_counts_duplicates_and_cache_hits_apart(tmp_path, monkeypatch, vectors):
     text = small_doc("tin", n=20)
-    settings = small_corpus(tmp_path, {"a.md": text, "b.md": text})
+    settings = small_corpus(tmp_path, {"a.md": text, "b.md": text}).replace(sentence_vectors=vectors)
     monkeypatch.setattr(qa.embcache, "CACHE_SHARD", 8)
-    first = CountingEncoder(HashEncoder(), fail_on_call=2)  # one shard of 8 texts, then the build dies
+    monkeypatch.setattr(qa.embcache, "POOLED_SHARD", 2)
+    shard = 2 if vectors == "pooled" else 8  # passages pooled, or texts encoded, per cache shard
+    inner = real_encoder() if vectors == "pooled" else HashEncoder()
+    first = CountingEncoder(inner, fail_on_call=2)  # one shard, then the build dies
     with pytest.raises(EncoderCrash):
         build_index(settings, log=quiet, progress=False, encoder=first)
-    assert len(first.texts) == 8
-    second = CountingEncoder(HashEncoder())
+    assert len(first.calls) == 1 and len(first.texts) == shard
+    second = CountingEncoder(inner)
     log = Log()
     build_index(settings, log=log, progress=False, encoder=second)
-    distinct = len(first.texts) + len(second.texts)
     assert not set(first.texts) & set(second.texts)
+    distinct = len(first.texts) + len(second.texts)
+    unit = "passages" if vectors == "pooled" else "texts"
     assert [m for m in log if m.startswith("index: encoding")] == [
-        f"index: encoding {distinct - 8} texts ({distinct} duplicates, 8 from cache)"]
+        f"index: encoding {distinct - shard} {unit} ({distinct} duplicates, {shard} from cache)"]

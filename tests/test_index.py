@@ -30,6 +30,7 @@ from qa.manifest import read_manifest, staleness
 from qa.load import load_corpus
 from qa.retrieve import retrieve
 from qa.split import split_document
+from qa.vectors import encode_passages
 
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
 
@@ -50,11 +51,18 @@ def update(settings, encoder=None, **kw):
 
 
 def all_texts(index) -> set[str]:
-    """Every text the index embeds: its passages and their sentences."""
+    """Every text the index encodes: its passages, and their sentences when these are encoded on their
+    own (pooled sentence vectors come from the passage's forward pass)."""
     texts = {p.text for p in index.passages}
-    for p in index.passages:
-        texts.update(p.text[s - p.start : e - p.start] for s, e in p.sentences)
+    if index.manifest["settings"]["sentence_vectors"] == "encoded":
+        for p in index.passages:
+            texts.update(p.text[s - p.start : e - p.start] for s, e in p.sentences)
     return texts
+
+
+def unit(index) -> str:
+    """What the build log counts: passages (pooled) or texts (encoded)."""
+    return "passages" if index.manifest["settings"]["sentence_vectors"] == "pooled" else "texts"
 
 
 def top_passage(index, settings) -> str:
@@ -96,7 +104,7 @@ def test_fresh_build_of_a_tmp_corpus(tmp_path):
     assert manifest["passages"] == len(index.passages) == index.dense.ntotal == index.bm25.n_docs
     # every distinct text encoded exactly once, announced in the log
     assert sorted(enc.texts) == sorted(all_texts(index))
-    assert log.encoding() == [f"index: encoding {len(all_texts(index))} texts"]
+    assert log.encoding() == [f"index: encoding {len(all_texts(index))} {unit(index)}"]
     assert log[-1].startswith("index: 1 documents (1 read),")
     # the layout: CURRENT names the only generation; no temporary folders left
     names = sorted(p.name for p in Path(settings.index).iterdir())
@@ -119,9 +127,13 @@ def test_built_index_parts_agree_with_the_documents(idx):
     want = enc.encode([index.passages[r].text for r in rows])
     got = np.stack([index.passage_vector(r) for r in rows])
     assert np.allclose(got, want, atol=2e-3)
+    # a sentence vector is pooled from the tokens of the passage that first holds it: its last
+    # sentence (the first is shared with the passage before); close to the sentence encoded alone
     p = index.passages[rows[1]]
-    s, e = p.sentences[0]
-    assert np.allclose(index.sentence_vectors_of(rows[1])[0], enc.encode([p.text[s - p.start : e - p.start]])[0], atol=2e-3)
+    s, e = p.sentences[-1]
+    _, (pooled,) = encode_passages(enc, [p.text], [[(s - p.start, e - p.start)]], 32)
+    assert np.allclose(index.sentence_vectors_of(rows[1])[-1], pooled[0], atol=2e-3)
+    assert float(pooled[0] @ enc.encode([p.text[s - p.start : e - p.start]])[0]) > 0.5
     assert "1,700" in top_passage(index, idx)
 
 
@@ -141,7 +153,7 @@ def test_edited_document_is_stale_and_update_encodes_only_new_texts(idx):
     assert new_only and any(NEW_SENTENCE in t for t in new_only)
     assert sorted(enc.texts) == sorted(new_only)  # nothing already embedded is encoded again
     (msg,) = log.encoding()
-    assert msg.startswith(f"index: encoding {len(new_only)} texts (")
+    assert msg.startswith(f"index: encoding {len(new_only)} {unit(after)} (")
     assert log[-1].startswith("index: 2 documents (1 read),")
     # the unchanged document keeps its passages; the edited one is re-split
     assert [p for p in after.passages if p.doc == DOC_B] == [p for p in before.passages if p.doc == DOC_B]
@@ -164,7 +176,7 @@ def test_added_document_is_stale_and_update_encodes_only_its_texts(idx):
     assert after.titles["sub/airships.md"] == "Caspian Airships"
     assert enc.texts and all(t in text for t in enc.texts)
     assert sorted(enc.texts) == sorted(all_texts(after) - all_texts(before))
-    assert log.encoding()[0].startswith(f"index: encoding {len(enc.texts)} texts (")
+    assert log.encoding()[0].startswith(f"index: encoding {len(enc.texts)} {unit(after)} (")
     assert [p for p in after.passages if p.doc != "sub/airships.md"] == before.passages
     assert staleness(idx) is None
 
@@ -204,7 +216,9 @@ def test_settings_change_makes_index_stale(idx, change):
     assert staleness(idx) is None
 
 
-def test_rebuild_with_new_passage_size_reuses_cached_sentence_embeddings(idx):
+@pytest.mark.parametrize("vectors", ["pooled", "encoded"])
+def test_rebuild_with_new_passage_size_reuses_cached_embeddings(idx, vectors):
+    idx = idx.replace(sentence_vectors=vectors)
     (Path(idx.corpus) / DOC_A).unlink()  # keep the test fast: one document to re-split
     update(idx)
     before = load_index(idx)
@@ -214,7 +228,8 @@ def test_rebuild_with_new_passage_size_reuses_cached_sentence_embeddings(idx):
     assert after.passages != before.passages
     assert all(len(p.sentences) <= 3 for p in after.passages)
     assert staleness(changed) is None and staleness(idx) == "index settings or model changed"
-    # sentences are the same texts: only the new passage texts were encoded
+    # only the new passage texts were encoded (encoded: the sentences are the same texts; pooled:
+    # their vectors come from the new passages' forward passes)
     new_passage_texts = {p.text for p in after.passages} - {p.text for p in before.passages}
     assert sorted(enc.texts) == sorted(new_passage_texts)
 
@@ -388,13 +403,16 @@ def test_no_index_is_a_qaerror_for_load(tmp_path):
 # ------------------------------------------------------------------ interrupted builds resume
 
 
-def test_interrupted_build_resumes_from_the_cache(tmp_path, monkeypatch):
-    settings = small_corpus(tmp_path)
+@pytest.mark.parametrize("vectors", ["pooled", "encoded"])
+def test_interrupted_build_resumes_from_the_cache(tmp_path, monkeypatch, vectors):
+    settings = small_corpus(tmp_path).replace(sentence_vectors=vectors)
+    shard = 2 if vectors == "pooled" else 8  # passages pooled, or texts encoded, per cache shard
     monkeypatch.setattr(qa.embcache, "CACHE_SHARD", 8)
-    first = CountingEncoder(fail_on_call=2)  # one shard of 8 texts, then the process "dies"
+    monkeypatch.setattr(qa.embcache, "POOLED_SHARD", 2)
+    first = CountingEncoder(fail_on_call=2)  # one shard, then the process "dies"
     with pytest.raises(EncoderCrash):
         build_index(settings, log=lambda m: None, progress=False, encoder=first)
-    assert len(first.calls) == 1 and len(first.texts) == 8
+    assert len(first.calls) == 1 and len(first.texts) == shard
     assert staleness(settings) == "no index yet"
     assert not list(Path(settings.index).glob("gen-*")) and not list(Path(settings.index).glob(".tmp-*"))
     cache_dir = Path(settings.index) / "cache" / qa.manifest.model_key(settings)
@@ -403,11 +421,11 @@ def test_interrupted_build_resumes_from_the_cache(tmp_path, monkeypatch):
     _, second, log = update(settings)
     index = load_index(settings)
     distinct = all_texts(index)
-    assert len(distinct) > 16
+    assert len(distinct) > 2 * shard
     assert not set(second.texts) & set(first.texts)  # nothing encoded twice
     assert sorted(second.texts + first.texts) == sorted(distinct)
-    assert len(second.calls) > 1 and all(len(call) <= 8 for call in second.calls)
-    assert log.encoding() == [f"index: encoding {len(distinct) - 8} texts (8 from cache)"]
+    assert len(second.calls) > 1 and all(len(call) <= shard for call in second.calls)
+    assert log.encoding() == [f"index: encoding {len(distinct) - shard} {unit(index)} ({shard} from cache)"]
     assert len(list(cache_dir.glob("emb-*.npz"))) == 1  # compacted after success
     # the resumed index holds the same vectors as an uninterrupted build
     want = real_encoder().encode([p.text for p in index.passages])

@@ -64,6 +64,12 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     from qa.pipeline import open_engine
 
+    if getattr(args, "ray", None) is not None:  # the benchmark's corpus encoded on a Ray cluster first
+        from qa.distributed import build_index_ray
+        from qa.manifest import staleness
+
+        if staleness(settings):
+            build_index_ray(settings, args.ray, workers=args.ray_workers, progress=not args.quiet)
     needs_reader = "reader" in answerers and not (args.calibrate and settings.answerer == "heuristic")
     engine = open_engine(settings.replace(answerer="reader" if needs_reader else "heuristic"),
                          progress=not args.quiet, fitting=args.calibrate)

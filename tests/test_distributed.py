@@ -1,0 +1,121 @@
+"""The distributed build (qa/distributed.py) on a local Ray with 2 workers: the same index as a local
+build, a killed worker retried, an interrupted build resumed without re-encoding what was cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray  # noqa: F401  (qa[ray], installed by make test)
+
+import qa.distributed as qd
+from helpers_core import DOC_A, DOC_B, copy_corpus, real_encoder, settings_for
+from qa.cli import main
+from qa.build import build_index
+from qa.embcache import read_cache
+from qa.index import load_index
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    qd.connect("auto", workers=2, log=lambda m: None)
+    yield
+    qd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_build(tmp_path_factory):
+    """The default corpus built locally (the reference)."""
+    root = tmp_path_factory.mktemp("local")
+    settings = settings_for(root)
+    copy_corpus(Path(settings.corpus))
+    build_index(settings, log=lambda m: None, progress=False, encoder=real_encoder())
+    return load_index(settings)
+
+
+def corpus_at(root: Path):
+    settings = settings_for(root)
+    copy_corpus(Path(settings.corpus), (DOC_A, DOC_B))
+    return settings
+
+
+def assert_same_index(index, reference) -> None:
+    assert index.passages == reference.passages
+    n = len(index.passages)
+    got = np.stack([index.passage_vector(r) for r in range(n)])
+    want = np.stack([reference.passage_vector(r) for r in range(n)])
+    assert float(np.min(np.sum(got * want, axis=1))) >= 0.9999
+    assert np.array_equal(index.sentence_ptr, reference.sentence_ptr)
+    a = np.asarray(index.sentence_vectors, np.float32)
+    b = np.asarray(reference.sentence_vectors, np.float32)
+    assert a.shape == b.shape and float(np.min(np.sum(a * b, axis=1))) >= 0.9999
+
+
+def test_distributed_build_is_the_local_build(local_ray, local_build, tmp_path):
+    settings = corpus_at(tmp_path)
+    log: list[str] = []
+    manifest = qd.build_index_ray(settings, workers=2, log=log.append, progress=False)
+    assert manifest["ray"]["workers"] == 2 and manifest["ray"]["passages"] == len(local_build.passages)
+    assert not [m for m in log if m.startswith("index: encoding")]  # the local step encoded nothing
+    assert_same_index(load_index(settings), local_build)
+
+
+def test_a_killed_worker_loses_only_its_batch(local_ray, local_build, tmp_path, monkeypatch):
+    settings = corpus_at(tmp_path)
+    marker = tmp_path / "kill-one-worker"
+    marker.write_text("the first encoder actor to see this file exits mid-batch")
+    monkeypatch.setattr(qd, "ENCODE_BATCH", 8)
+    stats = qd.prefill_cache(settings, workers=2, log=lambda m: None, fail_marker=str(marker))
+    assert not marker.exists()  # a worker died on it; Ray restarted it and ran the batch again
+    assert stats["passages"] == len(local_build.passages)
+    log: list[str] = []
+    build_index(settings, log=log.append, progress=False)
+    assert not [m for m in log if m.startswith("index: encoding")]
+    assert_same_index(load_index(settings), local_build)
+
+
+def test_an_interrupted_build_resumes_without_re_encoding(local_ray, local_build, tmp_path, monkeypatch):
+    settings = corpus_at(tmp_path)
+    monkeypatch.setattr(qd, "ENCODE_BATCH", 8)
+    monkeypatch.setattr(qd, "SHARD_VECTORS", 1)  # a shard per batch
+
+    def stop(shards: int) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        qd.prefill_cache(settings, workers=2, log=lambda m: None, on_shard=stop)
+    cache = next((Path(settings.index) / "cache").iterdir())
+    first = len(list(cache.glob("emb-*.npz")))
+    assert first == 1
+    done = sum(1 for k in read_cache(cache) if "@" not in k)
+    assert 0 < done < len(local_build.passages)
+    stats = qd.prefill_cache(settings, workers=2, log=lambda m: None)
+    assert stats["passages"] == len(local_build.passages) - done  # nothing cached was encoded again
+    log: list[str] = []
+    build_index(settings, log=log.append, progress=False)
+    assert not [m for m in log if m.startswith("index: encoding")]
+    assert_same_index(load_index(settings), local_build)
+
+
+def test_qa_index_ray_through_the_cli(local_ray, local_build, tmp_path, capsys):
+    settings = corpus_at(tmp_path)
+    assert main(["index", "--ray", "--ray-workers", "2", "-q", "--corpus", str(settings.corpus),
+                 "--index", str(settings.index)]) == 0
+    assert "index: Ray encoded" in capsys.readouterr().err
+    assert_same_index(load_index(settings), local_build)
+
+
+
+def test_ray_is_never_imported_on_the_ask_path(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from qa.cli import build_parser; from qa.pipeline import ask, open_engine; "
+            "build_parser(); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
