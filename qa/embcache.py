@@ -42,16 +42,7 @@ def encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, b
     first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each distinct text's first position
     missing = sorted(i for k, i in first.items() if k not in cache)
     if missing:
-        duplicates = len(keys) - len(first)
-        cached = len(first) - len(missing)
-        counts = [f"{duplicates} duplicates"] if duplicates else []
-        if duplicates or cached:
-            counts.append(f"{cached} from cache")
-        log(f"index: encoding {len(missing)} texts" + (f" ({', '.join(counts)})" if counts else ""))
-        minutes = len(missing) / ENCODE_RATE / 60
-        if minutes >= 2:
-            log(f"index: this will take about {minutes:.0f} minutes; an interrupted build resumes where it "
-                "stopped, and `qa ask --no-build` answers from the existing index meanwhile")
+        _announce(log, len(missing), len(keys), len(first), "texts", ENCODE_RATE)
         bar = progress(total=len(missing), desc="encoding", enabled=show_progress)
         try:
             for at in range(0, len(missing), CACHE_SHARD):
@@ -82,15 +73,7 @@ def encode_pooled_cached(encoder, passages: list[Passage], plan: Plan, cache_dir
     missing = plan.missing(passages, cache.__contains__)
     keys = [p.key for p in passages] + plan.row_keys
     if missing:
-        distinct = len(plan.first)
-        counts = [f"{len(passages) - distinct} duplicates"] if len(passages) > distinct else []
-        if len(passages) > distinct or distinct > len(missing):
-            counts.append(f"{distinct - len(missing)} from cache")
-        log(f"index: encoding {len(missing)} passages" + (f" ({', '.join(counts)})" if counts else ""))
-        minutes = len(missing) / POOLED_RATE / 60
-        if minutes >= 2:
-            log(f"index: this will take about {minutes:.0f} minutes; an interrupted build resumes where it "
-                "stopped, and `qa ask --no-build` answers from the existing index meanwhile")
+        _announce(log, len(missing), len(passages), len(plan.first), "passages", POOLED_RATE)
         bar = progress(total=len(missing), desc="encoding", enabled=show_progress)
         try:
             for at in range(0, len(missing), POOLED_SHARD):
@@ -106,6 +89,20 @@ def encode_pooled_cached(encoder, passages: list[Passage], plan: Plan, cache_dir
         finally:
             bar.close()
     return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
+
+
+def _announce(log: Log, missing: int, total: int, distinct: int, unit: str, rate: float) -> None:
+    """Say how many of ``total`` items (``distinct`` of them different) will be encoded, counting repeats
+    and cache hits apart, and how long it will take when that is minutes."""
+    duplicates, cached = total - distinct, distinct - missing
+    counts = [f"{duplicates} duplicates"] if duplicates else []
+    if duplicates or cached:
+        counts.append(f"{cached} from cache")
+    log(f"index: encoding {missing} {unit}" + (f" ({', '.join(counts)})" if counts else ""))
+    minutes = missing / rate / 60
+    if minutes >= 2:
+        log(f"index: this will take about {minutes:.0f} minutes; an interrupted build resumes where it "
+            "stopped, and `qa ask --no-build` answers from the existing index meanwhile")
 
 
 def cache_shards(cache_dir: Path) -> list[Path]:

@@ -56,6 +56,14 @@ def assert_same_index(index, reference) -> None:
     assert a.shape == b.shape and float(np.min(np.sum(a * b, axis=1))) >= 0.9999
 
 
+def assert_built_from_the_cache(settings, reference) -> None:
+    """The local build after a distributed one encodes nothing, and gives the reference's index."""
+    log: list[str] = []
+    build_index(settings, log=log.append, progress=False)
+    assert not [m for m in log if m.startswith("index: encoding")]
+    assert_same_index(load_index(settings), reference)
+
+
 def test_distributed_build_is_the_local_build(local_ray, local_build, tmp_path):
     settings = corpus_at(tmp_path)
     log: list[str] = []
@@ -73,10 +81,7 @@ def test_a_killed_worker_loses_only_its_batch(local_ray, local_build, tmp_path, 
     stats = qd.prefill_cache(settings, workers=2, log=lambda m: None, fail_marker=str(marker))
     assert not marker.exists()  # a worker died on it; Ray restarted it and ran the batch again
     assert stats["passages"] == len(local_build.passages)
-    log: list[str] = []
-    build_index(settings, log=log.append, progress=False)
-    assert not [m for m in log if m.startswith("index: encoding")]
-    assert_same_index(load_index(settings), local_build)
+    assert_built_from_the_cache(settings, local_build)
 
 
 def test_an_interrupted_build_resumes_without_re_encoding(local_ray, local_build, tmp_path, monkeypatch):
@@ -96,10 +101,7 @@ def test_an_interrupted_build_resumes_without_re_encoding(local_ray, local_build
     assert 0 < done < len(local_build.passages)
     stats = qd.prefill_cache(settings, workers=2, log=lambda m: None)
     assert stats["passages"] == len(local_build.passages) - done  # nothing cached was encoded again
-    log: list[str] = []
-    build_index(settings, log=log.append, progress=False)
-    assert not [m for m in log if m.startswith("index: encoding")]
-    assert_same_index(load_index(settings), local_build)
+    assert_built_from_the_cache(settings, local_build)
 
 
 def test_qa_index_ray_through_the_cli(local_ray, local_build, tmp_path, capsys):
