@@ -10,7 +10,7 @@ import pytest
 import ray  # noqa: F401  (qa[ray], installed by make test)
 
 import qa.distributed as qd
-from helpers_core import DOC_A, DOC_B, copy_corpus, real_encoder, settings_for
+from helpers_core import DOC_A, DOC_B, ROOT, copy_corpus, real_encoder, settings_for
 from qa.cli import main
 from qa.build import build_index
 from qa.embcache import read_cache
@@ -121,3 +121,12 @@ def test_ray_is_never_imported_on_the_ask_path(tmp_path):
             "build_parser(); print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_qa_eval_ray_builds_the_question_sets_index_on_ray(local_ray, local_build, tmp_path, capsys):
+    index = tmp_path / "index"
+    assert main(["eval", str(ROOT / "questions" / "seed.jsonl"), "--ray", "--ray-workers", "2",
+                 "--corpus", str(ROOT / "corpus"), "--index", str(index),
+                 "--limit", "2", "--modes", "bm25", "--answerers", "heuristic", "-q"]) == 0
+    assert "index: Ray encoded" in capsys.readouterr().err
+    assert_same_index(load_index(settings_for(tmp_path)), local_build)
