@@ -28,7 +28,7 @@ from qa.config import Settings
 from qa.datatypes import Passage, QAError
 from qa.index import Log, stderr_log
 
-ENCODE_BATCH = 64  # passages per actor call: large enough to amortise Ray's per-batch cost (~10 ms)
+ENCODE_BATCH = 64  # passages per actor call: two encoder batches, so Ray's per-call overhead is spread thin
 SHARD_VECTORS = 4 * 256  # cache entries per shard written: ~256 passages and their sentences, as a local build
 
 
