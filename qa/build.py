@@ -24,7 +24,7 @@ from qa.index import Index, Log, load_index, read_passages, stderr_log
 from qa.load import corpus_files, doc_id, file_sha256, load_document
 from qa.digests import STAT_FIELDS, stat_of
 from qa.manifest import FORMAT_VERSION, hash_file, index_signature, model_key, read_manifest, staleness
-from qa.split import split_document
+from qa.split import index_text, split_document
 from qa.storage import (IndexWriteError, atomic_write, current_generation, drop_old_generations, drop_unused,
                         fsync_files, locked, publish, writing)
 from qa.terms import tokenize
@@ -96,7 +96,7 @@ def build_index(
     lap = Laps(on_stage, t0)
     files = corpus_files(corpus, follow_links=settings.follow_links)  # before the lock: a bad corpus leaves no index folder behind
     if not files:
-        raise QAError(f"no documents in {corpus} (expected .txt, .md, .html or .pdf files)")
+        raise QAError(f"no documents in {corpus} (expected .txt, .md, .html, .pdf or .docx files)")
     lap("list")
     with locked(folder):
         drop_unused(folder)  # room for the new generation first
@@ -155,9 +155,10 @@ def build_index(
         t_enc = time.perf_counter()
         dense = build_faiss(passage_vecs, settings)
         lap("faiss")
-        tokens = [tokenize(p.text) for p in passages]
+        titles = {d: meta["title"] for d, meta in docs_meta.items()}
+        tokens = [tokenize(index_text(p, titles[p.doc])) for p in passages]  # title and heading in every passage
         lap("tokenize")
-        bm25 = build_bm25(tokens)
+        bm25 = build_bm25(tokens, k1=settings.bm25_k1, b=settings.bm25_b)
         del tokens  # not held while the generation is written
         lap("bm25")
         manifest = {

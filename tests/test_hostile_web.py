@@ -346,12 +346,12 @@ def test_upload_message_names_only_the_files_of_this_upload(tmp_path, monkeypatc
     assert sorted(r[1] for r in rows) == [GOOD_DOC, "uploads/kazan-delivery.txt"] and cleared is None
 
     # a refused file of this upload is named; the old unreadable file still is not
-    bad = tmp_path / "upload" / "notes.docx"
+    bad = tmp_path / "upload" / "notes.odt"
     bad.write_bytes(b"PK\x03\x04")
     message, *_ = app.upload_files([str(bad)], progress=lambda *a, **kw: None)
     types = ", ".join(web_uploads.UPLOAD_TYPES)
     assert render(message) == ("<p><strong>Nothing was added:</strong></p>\n<ul>\n"
-                               f"<li>notes.docx: not a supported file type (use {types})</li>\n</ul>\n")
+                               f"<li>notes.odt: not a supported file type (use {types})</li>\n</ul>\n")
 
 
 def test_upload_reports_its_own_file_when_the_index_skips_it(tmp_path, monkeypatch):

@@ -130,7 +130,7 @@ def test_build_without_a_hook_is_unchanged(tmp_path):
             assert f.read_bytes() == (gen_b / f.name).read_bytes(), f.name
     untimed = [[re.sub(r"\d+\.\d+s", "Ts", m) for m in log] for log in logs.values()]
     assert untimed[0] == untimed[1] and untimed[0][-1] == (
-        "index: 2 documents (2 read), 9 passages, 26 sentences in Ts (FAISS+BM25 Ts)")
+        "index: 2 documents (2 read), 9 passages, 25 sentences in Ts (FAISS+BM25 Ts)")
     assert load_index(settings).passages == load_index(with_hook).passages
 
 

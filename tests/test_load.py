@@ -141,7 +141,7 @@ def _tree(tmp_path):
     (tmp_path / "b" / "deep" / "d.html").write_text("<title>Delta</title><p>Text.</p>")
     (tmp_path / "Z.TXT").write_text("Upper-case suffix.\n")
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # not a document suffix
-    (tmp_path / "notes.docx").write_bytes(b"PK\x03\x04")
+    (tmp_path / "notes.odt").write_bytes(b"PK\x03\x04")
     (tmp_path / ".hidden.txt").write_text("Hidden file.\n")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "x.txt").write_text("Inside a hidden folder.\n")

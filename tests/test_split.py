@@ -6,7 +6,7 @@ import pytest
 
 from helpers_core import CORPUS, doc_from_text, line_of
 from qa.load import load_corpus
-from qa.split import MAX_PASSAGE_CHARS, MAX_SENTENCE_CHARS, sentence_spans, split_document
+from qa.split import MAX_PASSAGE_CHARS, MAX_SENTENCE_CHARS, heading_spans, sentence_spans, split_document
 
 
 def sentences(text: str) -> list[str]:
@@ -33,7 +33,9 @@ def check_spans(text: str, spans: list[tuple[int, int]]) -> None:
 
 
 def check_passages(doc, passages, per: int, overlap: int) -> None:
-    spans = sentence_spans(doc.text)
+    heads = heading_spans(doc)
+    spans = sentence_spans(doc.text, heads)
+    body = [sp for sp in spans if not any(s <= sp[0] < e for s, e in heads)] or spans
     covered = set()
     for k, p in enumerate(passages):
         assert p.doc == doc.id and p.ordinal == k
@@ -42,19 +44,21 @@ def check_passages(doc, passages, per: int, overlap: int) -> None:
         assert 1 <= len(p.sentences) <= per
         assert p.sentences[0][0] == p.start and p.sentences[-1][1] == p.end
         for s in p.sentences:
-            assert s in spans  # whole sentences only: none is cut
-        i = spans.index(p.sentences[0])
-        assert list(p.sentences) == spans[i : i + len(p.sentences)]  # consecutive sentences
+            assert s in body  # whole sentences only, none cut, no heading
+        i = body.index(p.sentences[0])
+        assert list(p.sentences) == body[i : i + len(p.sentences)]  # consecutive sentences
         assert len(p.sentences) == 1 or p.end - p.start <= MAX_PASSAGE_CHARS
         covered.update(p.sentences)
         if k:
             prev = passages[k - 1]
             shared = [s for s in p.sentences if s in prev.sentences]
-            # neighbours share `overlap` sentences (fewer only when the previous passage is short)
-            assert len(shared) == min(overlap, len(prev.sentences) - 1)
+            # neighbours share `overlap` sentences (fewer only when the previous passage is short);
+            # a section's first passage shares none with the previous section's last
+            new_section = any(prev.start < s < p.start for s, _ in heads)
+            assert len(shared) == (0 if new_section else min(overlap, len(prev.sentences) - 1))
             assert list(prev.sentences[len(prev.sentences) - len(shared):]) == shared
             assert p.start > prev.start
-    assert covered == set(spans)  # every sentence is in some passage
+    assert covered == set(body)  # every sentence but the headings is in some passage
 
 
 def test_corpus_sentence_offsets_map_back_exactly(corpus_docs):
@@ -247,7 +251,8 @@ def test_passages_on_tricky_text_keep_exact_offsets_and_lines():
         for a, b in zip(passages, passages[1:]):
             assert len(set(a.sentences) & set(b.sentences)) == overlap
     lines = {p.text.split("\n")[0]: p.line for p in split_document(doc, 1, 0)}
-    assert lines["Title Line"] == 1
+    assert "Title Line" not in lines  # a heading: the context of the passages under it, not one of them
+    assert {p.heading for p in split_document(doc, 1, 0)} == {"Title Line"}
     assert lines["The U.S. Senate met on Monday."] == 3
     assert lines["Mr. Smith, e.g. the chair, spoke."] == 4
     assert lines["- a bullet"] == 6
