@@ -73,7 +73,7 @@ class IndexSettings(Location):
     hnsw_min: int = knob(50_000, "passages from which auto picks HNSW", low=1)
     hnsw_m: int = knob(32, "HNSW graph degree", low=2)
     # Chosen on the SQuAD train articles with BM25 alone (benchmarks/bm25_sweep.py): k1 0.9 / b 0.4
-    # ties the best nDCG@10 there (0.851 against 0.849 for rank-bm25's 1.5 / 0.75); Pyserini's default.
+    # ties the best nDCG@10 there (0.851 against 0.841 at rank-bm25's 1.5 / 0.75); Pyserini's default.
     bm25_k1: float = knob(0.9, "BM25 term-frequency saturation", low=0.0)
     bm25_b: float = knob(0.4, "BM25 document-length normalisation", low=0.0, high=1.0)
 
