@@ -18,7 +18,7 @@ import numpy as np
 from qa.calibration import Calibration, candidate_features, missing_terms, specific_terms
 from qa.index import Index
 from qa.terms import normalize_answer
-from qa.reader import SpanReader
+from qa.protocols import SpanReader
 from qa.datatypes import Answer, Citation, Hit, Passage
 
 @dataclass

@@ -27,6 +27,7 @@ from qa.manifest import FORMAT_VERSION, hash_file, index_signature, model_key, r
 from qa.split import index_text, split_document
 from qa.storage import (IndexWriteError, atomic_write, current_generation, drop_old_generations, drop_unused,
                         fsync_files, locked, publish, writing)
+from qa.protocols import TextEncoder
 from qa.terms import tokenize
 from qa.vectors import plan
 
@@ -75,7 +76,7 @@ def ensure_index(settings: Settings, *, log: Log = stderr_log, progress: bool = 
 
 
 def build_index(
-    settings: Settings, *, rebuild: bool = False, log: Log = stderr_log, progress: bool = True, encoder=None,
+    settings: Settings, *, rebuild: bool = False, log: Log = stderr_log, progress: bool = True, encoder: TextEncoder | None = None,
     on_stage: OnStage | None = None, loaded: Mapping[str, Document] | None = None,
 ) -> dict:
     """Build or incrementally update the index of ``settings.corpus``; returns the new manifest.

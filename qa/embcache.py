@@ -14,6 +14,7 @@ import numpy as np
 
 from qa.datatypes import Passage
 from qa.progress import progress
+from qa.protocols import TextEncoder
 from qa.storage import atomic_write, writing
 from qa.vectors import Plan, pooled_shard
 
@@ -29,7 +30,7 @@ ABANDONED_S = 6 * 3600
 Log = Callable[[str], None]
 
 
-def encode_cached(encoder, texts: list[str], keys: list[str], cache_dir: Path, batch_size: int,
+def encode_cached(encoder: TextEncoder, texts: list[str], keys: list[str], cache_dir: Path, batch_size: int,
                   show_progress: bool, log: Log, *, upload: bool = False,
                   written: list[Path] | None = None) -> np.ndarray:
     """Embeddings for ``texts``, taking what the cache has and adding the rest to it as it goes.

@@ -13,7 +13,8 @@ from qa.calibration import Calibration, calibration_for, neutral
 from qa.config import MAX_QUESTION_CHARS, Settings
 from qa.build import ensure_index
 from qa.index import Index, open_existing, stderr_log
-from qa.reader import Reader, load_reader
+from qa.protocols import SpanReader, TextEncoder
+from qa.reader import load_reader
 from qa.followup import understand
 from qa.retrieve import retrieve
 from qa.datatypes import Document, QAError, Result
@@ -25,13 +26,13 @@ class Engine:
 
     settings: Settings
     index: Index
-    encoder: object
-    reader: Reader | None = None  # None with --answerer heuristic
+    encoder: TextEncoder  # for queries
+    reader: SpanReader | None = None  # None with --answerer heuristic
     calibration: Calibration | None = None
 
 
 def open_engine(settings: Settings, *, build: bool = True, log=stderr_log, progress: bool = True,
-                encoder=None, reader: Reader | None = None, fitting: bool = False,
+                encoder: TextEncoder | None = None, reader: SpanReader | None = None, fitting: bool = False,
                 loaded: Mapping[str, Document] | None = None) -> Engine:
     """Load the index (building it first if missing or stale; with ``build`` False, as it is,
     with a warning when stale), the

@@ -14,7 +14,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -29,13 +28,6 @@ MODEL_FILE = "reader.onnx"
 def reader_dir(path: str | os.PathLike | None = None) -> Path:
     """The reader's folder: ``path``, else ``$QA_READER``, else the shipped ``models/reader``."""
     return Path(path or os.environ.get("QA_READER") or DEFAULT_DIR)
-
-
-class SpanReader(Protocol):
-    """What the answer step needs of a reader: the best spans of ``texts`` for ``question``
-    (best first) and the milliseconds it took. Another reader plugs in by providing this."""
-
-    def read(self, question: str, texts: list[str], *, per_window: int = 3) -> tuple[list[SpanScore], float]: ...
 
 
 @dataclass

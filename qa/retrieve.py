@@ -13,6 +13,7 @@ from qa.dense import dense_top
 from qa.index import Index
 from qa.terms import tokenize
 from qa.datatypes import Hit, QAError
+from qa.protocols import Retriever, TextEncoder
 
 @dataclass
 class Retrieval:
@@ -21,7 +22,20 @@ class Retrieval:
     timings_ms: dict[str, float]
 
 
-def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval:
+def bm25_retriever(index: Index, query: str, qvec: np.ndarray | None, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """BM25 over the query's terms (``qa.terms.tokenize``)."""
+    return bm25_top(index.bm25, tokenize(query), depth)
+
+
+def dense_retriever(index: Index, query: str, qvec: np.ndarray | None, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inner product of the query's vector with the passages' (FAISS)."""
+    return dense_top(index.dense, qvec, depth)
+
+
+RETRIEVERS: dict[str, Retriever] = {"bm25": bm25_retriever, "dense": dense_retriever}
+
+
+def retrieve(index: Index, encoder: TextEncoder, query: str, settings: Settings) -> Retrieval:
     """The top ``settings.k`` passages for ``query`` by ``settings.mode``."""
     if settings.mode not in MODES:
         raise QAError(f"unknown mode '{settings.mode}': expected one of {', '.join(MODES)}")
@@ -34,14 +48,14 @@ def retrieve(index: Index, encoder, query: str, settings: Settings) -> Retrieval
     qvec = None
     if settings.mode in ("bm25", "hybrid"):
         t = time.perf_counter()
-        sparse = bm25_top(index.bm25, tokenize(query), depth)
+        sparse = RETRIEVERS["bm25"](index, query, None, depth)
         timings["bm25"] = _ms(t)
     if settings.mode in ("dense", "hybrid"):
         t = time.perf_counter()
         qvec = encoder.encode([query])[0]
         timings["encode"] = _ms(t)
         t = time.perf_counter()
-        dense = dense_top(index.dense, qvec, depth)
+        dense = RETRIEVERS["dense"](index, query, qvec, depth)
         timings["faiss"] = _ms(t)
     t = time.perf_counter()
     if settings.mode == "bm25":
