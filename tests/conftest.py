@@ -20,3 +20,15 @@ def fast(monkeypatch):
     """In-process runs reuse the already loaded encoder instead of loading it again."""
     monkeypatch.setattr(qa.pipeline, "query_encoder", lambda settings: real_encoder())
     monkeypatch.setattr(qa.build, "indexing_encoder", lambda settings: real_encoder())
+
+
+KINDS = ("unit", "integration", "e2e")  # registered in pyproject.toml; CONTRIBUTING.md says which is which
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test is exactly one of unit, integration, e2e (module-level ``pytestmark`` or its own mark)."""
+    wrong = [f"{item.nodeid}: {kinds or 'none'}" for item in items
+             if len(kinds := sorted({m.name for m in item.iter_markers() if m.name in KINDS})) != 1]
+    if wrong:
+        raise pytest.UsageError("each test needs exactly one of the marks unit, integration, e2e:\n  "
+                                + "\n  ".join(wrong[:20]))

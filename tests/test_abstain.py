@@ -13,6 +13,8 @@ from qa.datatypes import Citation
 from qa.index import load_index
 from qa.present import to_dict, to_json, to_text
 
+pytestmark = pytest.mark.integration
+
 NEAR = Citation(n=1, doc="a.txt", title="A", passage=0, start=0, end=10, line=7, text="Some text.")
 
 

@@ -6,6 +6,8 @@ from qa.bm25 import BM25, bm25_scores, bm25_top, build_bm25, load_bm25, save_bm2
 from qa.terms import tokenize
 from qa.datatypes import QAError
 
+pytestmark = pytest.mark.unit
+
 SENTENCES = [
     "Iran has supplied Russia with Shahed-136 drones since August 2022.",
     "Russia used Iranian drones to strike Ukrainian power plants in October.",

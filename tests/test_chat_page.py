@@ -18,6 +18,8 @@ from qa.watch import CorpusWatch
 from qa.web_page import reply_html
 from qa.web_uploads import add_uploads, remove_upload, uploaded
 
+pytestmark = pytest.mark.integration
+
 PAIR = ROOT / "tests" / "fixtures" / "disagree"
 SHIPS = "How many container ships did the Port of Veranda handle in 2024?"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from types import SimpleNamespace
 
@@ -12,6 +14,7 @@ from qa.datatypes import Answer, Hit, Result
 from qa.load import load_document
 from qa.present import location, to_text
 from qa.split import split_document
+
 
 # A three-page PDF whose second page is blank: page numbers must survive it.
 BRIEF_PAGES = [
@@ -28,6 +31,7 @@ def _ask_json(capsys, corpus, index, question: str) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.unit
 def test_pdf_pages_are_separated_by_form_feeds(tmp_path):
     make_pdf(tmp_path / "brief.pdf", BRIEF_PAGES, title="Drone Brief")
     doc = load_document(tmp_path / "brief.pdf", tmp_path)
@@ -37,6 +41,7 @@ def test_pdf_pages_are_separated_by_form_feeds(tmp_path):
     assert pages[2] == "\n".join(BRIEF_PAGES[2])
 
 
+@pytest.mark.unit
 def test_passages_of_a_pdf_know_their_page_and_line_on_it(tmp_path):
     make_pdf(tmp_path / "brief.pdf", BRIEF_PAGES)
     doc = load_document(tmp_path / "brief.pdf", tmp_path)
@@ -59,6 +64,7 @@ def test_a_passage_over_a_page_break_locates_each_offset_on_its_page():
     assert whole.locate(doc.text.index("Beta")) == (2, 1, 2)
 
 
+@pytest.mark.unit
 def test_text_without_form_feeds_has_no_pages():
     doc = doc_from_text("First line here.\nSecond line here.\n")
     p = split_document(doc)[0]
@@ -66,6 +72,7 @@ def test_text_without_form_feeds_has_no_pages():
     assert p.locate(doc.text.index("Second")) == (2, 0, 0)
 
 
+@pytest.mark.integration
 def test_a_pdf_answer_is_cited_by_page_and_line(tmp_path, fast, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -86,6 +93,7 @@ def _hit(p, rank: int) -> Hit:
     return Hit(row=rank, passage=p, score=1.0 - rank / 10, rank=rank)
 
 
+@pytest.mark.unit
 def test_overlapping_passages_are_one_citation_and_answers_follow_it():
     text = "One fact here.\nTwo fact here.\nThree fact here.\nFour fact here.\nFive fact here.\nSix fact here.\n"
     doc = doc_from_text(text)

@@ -21,6 +21,8 @@ from qa.cli import main
 from qa.manifest import staleness
 from qa.load import load_corpus
 
+pytestmark = pytest.mark.e2e
+
 QA = Path(sys.executable).with_name("qa")
 TOP_KEYS = {"question", "answers", "citations", "mode", "timings_ms", "searched_as", "followup", "followup_reason", "abstention", "disagreement"}
 ANSWER_KEYS = {"text", "span", "score", "confidence", "citation", "doc", "start", "end", "span_start", "span_end",

@@ -8,6 +8,8 @@ from qa.eval.datasets import CORPUS_MARK, load_questions, load_squad
 from qa.eval.setup import load_question_set
 from qa.datatypes import QAError, Question
 
+pytestmark = pytest.mark.unit
+
 
 def write_lines(path, lines):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

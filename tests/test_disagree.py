@@ -13,6 +13,7 @@ from qa.datatypes import Answer
 from qa.disagree import differ, disagreement, kind, numbers
 from qa.present import differ_line, to_json, to_text
 
+
 PAIR = ROOT / "tests" / "fixtures" / "disagree"
 SHIPS = "How many container ships did the Port of Veranda handle in 2024?"
 
@@ -22,10 +23,12 @@ SHIPS = "How many container ships did the Port of Veranda handle in 2024?"
     ("31 percent", "number"), ("$145 million", "number"), ("2022", "date"), ("November 2022", "date"),
     ("Su-35", "name"), ("S-400", "name"), ("Caspian Sea", "name"), ("the lack of spare parts", None),
 ])
+@pytest.mark.unit
 def test_kind_of_a_span(span, want):
     assert kind(span) == want
 
 
+@pytest.mark.unit
 def test_number_values():
     assert numbers("approximately 1,700") == {1700.0}
     assert numbers("$145 million") == {145e6}
@@ -45,6 +48,7 @@ def test_number_values():
     ("Su-35", "Su-30SM", "name", True),
     ("Caspian Sea", "Black Sea", "name", True),
 ])
+@pytest.mark.unit
 def test_differ(a, b, what, want):
     assert differ(a, b, what) is want
 
@@ -56,11 +60,13 @@ def answer(span: str, doc: str, n: int, text: str | None = None) -> Answer:
                   span_end=start + len(span), doc=doc)
 
 
+@pytest.mark.unit
 def test_answers_from_two_documents_that_differ_disagree():
     d = disagreement([answer("4,200", "a.txt", 1), answer("3,100", "b.txt", 2)])
     assert d is not None and d.kind == "number" and [a.span for a in d.answers] == ["4,200", "3,100"]
 
 
+@pytest.mark.unit
 def test_agreeing_same_document_other_kind_or_free_text_answers_do_not():
     assert disagreement([answer("1,700", "a.txt", 1), answer("approximately 1,700", "b.txt", 2)]) is None
     assert disagreement([answer("1,700", "a.txt", 1), answer("700", "a.txt", 2)]) is None  # one document
@@ -69,6 +75,7 @@ def test_agreeing_same_document_other_kind_or_free_text_answers_do_not():
     assert disagreement([answer("1,700", "a.txt", 1)]) is None
 
 
+@pytest.mark.unit
 def test_one_answer_per_other_document_and_agreeing_ones_left_out():
     d = disagreement([answer("4,200", "a.txt", 1), answer("3,100", "b.txt", 2), answer("3,000", "b.txt", 3),
                       answer("4,200 ships", "c.txt", 4), answer("2,900", "d.txt", 5)])
@@ -85,6 +92,7 @@ def pair(tmp_path, fast):
     return open_engine(Settings(corpus=corpus, index=tmp_path / "index"), progress=False)
 
 
+@pytest.mark.integration
 def test_the_fixture_pair_disagrees_through_ask(pair):
     from qa.pipeline import ask
 

@@ -20,6 +20,8 @@ from qa.digests import default_cache_dir  # noqa: E402
 from qa.models import export_path  # noqa: E402
 from qa.datatypes import QAError  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 LONG = " ".join(
     f"Sentence number {i} of a long passage about the history of the Normans in northern France."

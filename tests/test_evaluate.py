@@ -14,6 +14,8 @@ from qa.eval.setup import EVAL_MODES, LABELS, mode_settings, sample_questions
 from qa.eval.metrics import recall_at_k
 from qa.datatypes import Hit, Passage, Question
 
+pytestmark = pytest.mark.integration
+
 DOCS = {
     "eiffel.txt": "# The Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron lattice tower in Paris. "
     "The tower is 330 metres tall. It was designed by the engineering company of Gustave Eiffel. "

@@ -12,6 +12,8 @@ from qa.followup import MAX_CONTEXT_CHARS, contextual_query, understand
 from qa.index import load_index
 from qa.present import to_dict, to_text
 
+pytestmark = pytest.mark.integration
+
 DIALOGUES = [json.loads(line) for line in (ROOT / "questions" / "followups.jsonl").read_text().splitlines()]
 
 

@@ -44,6 +44,8 @@ from qa.manifest import read_manifest, staleness
 from qa.retrieve import retrieve
 from qa.datatypes import QAError
 
+pytestmark = pytest.mark.integration
+
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
 CHANGED = "corpus changed (0 added, 1 changed, 0 removed)"
 

@@ -26,6 +26,7 @@ from qa.eval.setup import claim_corpus, eval_settings
 from qa.present import to_json, to_text
 from qa.datatypes import Answer, Citation, QAError, Result
 
+
 OSC52 = "\x1b]52;c;aGVsbG8=\x07"  # writes "hello" to the clipboard
 CSI_CLEAR = "\x1b[2J\x1b[H"
 C1_CSI = "\x9b31m"  # CSI as one C1 character
@@ -46,6 +47,7 @@ def hostile_result() -> Result:
 # ------------------------------------------------------------------ present: text and JSON
 
 
+@pytest.mark.unit
 def test_to_text_strips_every_terminal_control_from_question_answer_titles_and_snippets():
     # Without its ESC/BEL/ST the rest of a sequence is inert text, shown as it is.
     assert to_text(hostile_result()) == (
@@ -58,6 +60,7 @@ def test_to_text_strips_every_terminal_control_from_question_answer_titles_and_s
     )
 
 
+@pytest.mark.unit
 def test_to_text_in_colour_holds_only_its_own_escapes():
     text = to_text(hostile_result(), color=True)
     own = ("\033[1m", "\033[2m", "\033[0m")
@@ -67,12 +70,14 @@ def test_to_text_in_colour_holds_only_its_own_escapes():
     assert "\033[1m**Caspian**\033[0m" in to_text(hostile_result(), color=True)
 
 
+@pytest.mark.unit
 def test_to_text_of_an_abstention_strips_the_question():
     result = Result(question="Who?\x1b]52;c;eA==\x07\x9d", answers=[], citations=[], mode="bm25", timings_ms={},
                     message="The documents do not answer this question.")
     assert to_text(result) == "Q: Who?]52;c;eA==\nA: The documents do not answer this question."
 
 
+@pytest.mark.unit
 def test_to_json_escapes_every_control_and_round_trips():
     result = hostile_result()
     line = to_json(result)
@@ -130,6 +135,7 @@ TOO_LONG_ERROR = (f"error: the question is too long ({MAX_QUESTION_CHARS + 1:,} 
                   f"at most {MAX_QUESTION_CHARS:,})\n")
 
 
+@pytest.mark.unit
 def test_a_bad_question_exits_2_as_argument_and_on_stdin(stub_ask, tmp_path, capsys, monkeypatch):
     where = ["--index", tmp_path / "index", "--json"]
     code, out, err = run(["ask", *where, TOO_LONG], capsys, monkeypatch)
@@ -141,6 +147,7 @@ def test_a_bad_question_exits_2_as_argument_and_on_stdin(stub_ask, tmp_path, cap
     assert [json.loads(line)["question"] for line in out.splitlines()] == ["Where?", "When?"]
 
 
+@pytest.mark.unit
 def test_an_empty_question_argument_exits_2_and_blank_stdin_lines_are_skipped(stub_ask, tmp_path, capsys,
                                                                               monkeypatch):
     code, out, err = run(["ask", "--index", tmp_path / "index", " \t "], capsys, monkeypatch)
@@ -150,6 +157,7 @@ def test_an_empty_question_argument_exits_2_and_blank_stdin_lines_are_skipped(st
     assert [json.loads(line)["question"] for line in out.splitlines()] == ["Where?"]
 
 
+@pytest.mark.unit
 def test_a_question_that_fails_unexpectedly_exits_1_and_the_others_are_answered(stub_ask, tmp_path, capsys,
                                                                                 monkeypatch):
     code, out, err = run(["ask", "--index", tmp_path / "index", "--json"], capsys, monkeypatch,
@@ -159,6 +167,7 @@ def test_a_question_that_fails_unexpectedly_exits_1_and_the_others_are_answered(
     assert err == "error: could not answer the question: RuntimeError: the reader crashed\n"
 
 
+@pytest.mark.unit
 def test_bad_input_and_a_failure_together_exit_2(stub_ask, tmp_path, capsys, monkeypatch):
     code, out, err = run(["ask", "--index", tmp_path / "index", "--json"], capsys, monkeypatch,
                          stdin="boom?\n \n\nWhere?\n" + TOO_LONG + "\nboom again?\n")
@@ -169,6 +178,7 @@ def test_bad_input_and_a_failure_together_exit_2(stub_ask, tmp_path, capsys, mon
                                 "error: could not answer the question: RuntimeError: the reader crashed"]
 
 
+@pytest.mark.unit
 def test_good_questions_exit_0_and_text_output_has_no_terminal_controls(stub_ask, tmp_path, capsys, monkeypatch):
     code, out, err = run(["ask", "--index", tmp_path / "index", f"Which{OSC52} sea?"], capsys, monkeypatch)
     assert (code, err) == (0, "")
@@ -177,6 +187,7 @@ def test_good_questions_exit_0_and_text_output_has_no_terminal_controls(stub_ask
     assert not any(ch in out for ch in TERMINAL_CONTROLS)
 
 
+@pytest.mark.unit
 def test_an_os_error_exits_1_with_one_line(monkeypatch, tmp_path, capsys):
     def open_engine(settings, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "index" / "x.npz"))
@@ -186,6 +197,7 @@ def test_an_os_error_exits_1_with_one_line(monkeypatch, tmp_path, capsys):
     assert (code, out, err) == (1, "", f"error: No space left on device: {tmp_path / 'index' / 'x.npz'}\n")
 
 
+@pytest.mark.unit
 def test_error_lines_carry_no_terminal_controls(tmp_path, capsys, monkeypatch):
     model = tmp_path / f"model{OSC52}\r\x9b2J"
     code, out, err = run(["ask", "--index", tmp_path / "index", "--model", model, "Where?"], capsys, monkeypatch)
@@ -193,6 +205,7 @@ def test_error_lines_carry_no_terminal_controls(tmp_path, capsys, monkeypatch):
     assert err == f"error: model folder not found: {tmp_path}/model]52;c;aGVsbG8=2J\n"
 
 
+@pytest.mark.e2e
 def test_the_installed_command_reports_bad_input_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("QA_CORPUS", "QA_INDEX", "QA_MODEL")}
     env["HF_HUB_OFFLINE"] = "1"
@@ -203,6 +216,7 @@ def test_the_installed_command_reports_bad_input_in_one_line(tmp_path):
     assert tree(tmp_path) == []
 
 
+@pytest.mark.unit
 def test_usage_errors_exit_2_with_one_line(capsys, monkeypatch):
     code, out, err = run(["ask", "--mode", "psychic", "Where?"], capsys, monkeypatch)
     assert (code, out) == (2, "")
@@ -213,6 +227,7 @@ def test_usage_errors_exit_2_with_one_line(capsys, monkeypatch):
     assert err.startswith("error: argument COMMAND: invalid choice: 'frobnicate'") and err.count("\n") == 1
 
 
+@pytest.mark.unit
 def test_help_documents_the_exit_statuses(capsys, monkeypatch):
     statuses = [
         "exit status (every error is one `error: ...` line on stderr):",
@@ -264,6 +279,7 @@ def tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
+@pytest.mark.unit
 def test_eval_reads_squad_without_titles_with_integer_ids(stop_at_engine, tmp_path, capsys, monkeypatch):
     path = tmp_path / "untitled.json"
     path.write_text(json.dumps(UNTITLED_SQUAD), encoding="utf-8")
@@ -280,6 +296,7 @@ def test_eval_reads_squad_without_titles_with_integer_ids(stop_at_engine, tmp_pa
     assert tree(tmp_path) == ["untitled.json"]  # the failed run removed what it had created
 
 
+@pytest.mark.unit
 def test_eval_with_only_index_writes_the_corpus_beside_it_not_in_the_current_folder(stop_at_engine, tmp_path,
                                                                                      capsys, monkeypatch):
     elsewhere = tmp_path / "cwd"
@@ -295,6 +312,7 @@ def test_eval_with_only_index_writes_the_corpus_beside_it_not_in_the_current_fol
     assert tree(tmp_path) == ["cwd", "idx", "set.json"]  # the existing index folder stays, the new corpus goes
 
 
+@pytest.mark.unit
 def test_eval_settings_places_a_benchmark_corpus(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dev-v1.1.json").write_text("{}")
@@ -323,6 +341,7 @@ def test_eval_settings_places_a_benchmark_corpus(tmp_path, monkeypatch):
     (json.dumps({"data": []}), "no questions"),
 ])
 @pytest.mark.parametrize("where", [[], ["--index", "runs/idx"], ["--corpus", "new/corpus"]])
+@pytest.mark.unit
 def test_a_refused_eval_leaves_no_folder_behind(stop_at_engine, tmp_path, capsys, monkeypatch, content, message,
                                                 where):
     monkeypatch.chdir(tmp_path)
@@ -334,6 +353,7 @@ def test_a_refused_eval_leaves_no_folder_behind(stop_at_engine, tmp_path, capsys
     assert tree(tmp_path) == ["set.json"]
 
 
+@pytest.mark.unit
 def test_a_failed_eval_keeps_an_existing_benchmark_corpus(stop_at_engine, tmp_path, capsys, monkeypatch):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -348,6 +368,7 @@ def test_a_failed_eval_keeps_an_existing_benchmark_corpus(stop_at_engine, tmp_pa
                               "corpus/the-eiffel-tower-is-in-paris-it-is-330-metres-tall.txt", "set.json"]
 
 
+@pytest.mark.unit
 def test_claim_corpus_checks_and_creates_nothing(tmp_path):
     claim_corpus(tmp_path / "a" / "b" / "corpus")
     assert tree(tmp_path) == []

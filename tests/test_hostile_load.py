@@ -22,6 +22,8 @@ from qa.config import Settings
 from qa.load import corpus_files, fingerprint, load_corpus, load_document
 from qa.datatypes import QAError
 
+pytestmark = pytest.mark.unit
+
 SECRET = "root:x:0:0:root:/root:/bin/bash\n"
 GOOD = "Good report.\nIran sent drones to Russia in 2022.\n"
 

@@ -29,6 +29,8 @@ from qa.load import load_document
 from qa.pipeline import Engine
 from qa.datatypes import QAError, Result
 
+pytestmark = pytest.mark.e2e
+
 HOSTILE = "<img src=x onerror=alert(1)>.md"
 GOOD_DOC = "radar.txt"
 ASK_API = "/gradio_api/call/ask"

@@ -32,6 +32,8 @@ from qa.retrieve import retrieve
 from qa.split import split_document
 from qa.vectors import encode_passages
 
+pytestmark = pytest.mark.integration
+
 NEW_SENTENCE = "The zeppelin fleet of the Caspian flotilla numbered 4,321 airships in 2024."
 
 

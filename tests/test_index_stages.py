@@ -23,6 +23,8 @@ from qa.index import load_index
 from qa.digests import RACY_NS, STAT_FIELDS
 from qa.manifest import read_manifest, staleness
 
+pytestmark = pytest.mark.unit
+
 OLD_NS = 1_700_000_000 * 10**9  # 2023-11-14: long before any build of these tests
 DOCS = {
     "notes.md": "# Caspian Notes\n\n" + "\n\n".join(

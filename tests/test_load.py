@@ -10,6 +10,8 @@ from helpers_core import CORPUS, DOC_A, DOC_B, copy_corpus, make_pdf
 from qa.load import corpus_files, fingerprint, load_corpus, load_document
 from qa.datatypes import QAError
 
+pytestmark = pytest.mark.unit
+
 
 def _load_one(tmp_path, name: str, data: bytes | str):
     path = tmp_path / name

@@ -17,6 +17,8 @@ from qa.eval.metrics import (
     token_f1,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "text, expected",

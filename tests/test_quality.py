@@ -28,6 +28,8 @@ import pytest
 
 from qa.eval.metrics import contains_answer, exact_match
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [json.loads(line) for line in (ROOT / "questions" / "seed.jsonl").read_text().splitlines() if line.strip()]
 

@@ -18,6 +18,7 @@ from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, load_reader
 from qa.reader_windows import WindowMaker, batch_arrays, best_spans, token_span
 from qa.datatypes import Hit, Passage, QAError
 
+
 MODEL_DIR = Settings().model_path
 
 
@@ -44,6 +45,7 @@ def passage(doc: str, start: int, text: str, ordinal: int = 0) -> Passage:
 # ---------------------------------------------------------------- windows and spans
 
 
+@pytest.mark.unit
 def test_windows_cover_a_long_context_with_overlap(maker):
     context = " ".join(f"word{i}" for i in range(600))
     windows = maker.make_windows("Which word comes last?", [context])
@@ -54,6 +56,7 @@ def test_windows_cover_a_long_context_with_overlap(maker):
     assert windows[0].offsets[0][0] == 0 and windows[-1].offsets[-1][1] == len(context)
 
 
+@pytest.mark.unit
 def test_token_span_maps_back_to_the_exact_text(maker):
     context = "Since 2022, Russia purchased approximately 1,700 drones from Iran's Shahed line."
     w = maker.make_windows("How many drones?", [context])[0]
@@ -63,6 +66,7 @@ def test_token_span_maps_back_to_the_exact_text(maker):
     assert token_span(w, 0, len(context) + 5) is None  # not wholly inside the window
 
 
+@pytest.mark.unit
 def test_best_spans_stay_inside_one_context_and_map_to_exact_text(maker):
     contexts = ["Russia bought 1,700 drones.", "Iran sold them through the port of Amirabad."]
     windows = maker.make_windows("How many drones did Russia buy?", contexts)
@@ -85,6 +89,7 @@ def test_best_spans_stay_inside_one_context_and_map_to_exact_text(maker):
     assert best.item == 0 and contexts[0][best.start : best.end] == "1,700 drones"
 
 
+@pytest.mark.unit
 def test_spans_end_after_they_start_and_respect_the_length_cap(maker):
     context = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
     windows = maker.make_windows("Which letter?", [context])
@@ -97,6 +102,7 @@ def test_spans_end_after_they_start_and_respect_the_length_cap(maker):
         assert len(maker.tokenizer.encode(context[sp.start : sp.end], add_special_tokens=False).ids) <= 3
 
 
+@pytest.mark.unit
 def test_answer_sentences_are_the_ones_holding_the_span():
     p = passage("a.txt", 100, "First fact here. Russia bought 1,700 drones. Last one.")
     s = p.text.index("1,700") + 100
@@ -141,6 +147,7 @@ def hits_of(*texts: str) -> list[Hit]:
     return out
 
 
+@pytest.mark.unit
 def test_answers_quote_the_passage_and_point_at_the_span(maker):
     hits = hits_of("Nothing here. Really nothing.", "Since 2022, Russia purchased approximately 1,700 drones. More.")
     answers, timings = reader_answers(FixedReader(maker, "1,700"), CAL, "How many drones?", hits,
@@ -155,6 +162,7 @@ def test_answers_quote_the_passage_and_point_at_the_span(maker):
     assert a.score > 0.9 and a.label == "high"
 
 
+@pytest.mark.unit
 def test_no_answer_when_the_reader_says_no_answer(maker):
     hits = hits_of("Nothing here. Really nothing.", "Another unrelated passage.")
     answers, _ = reader_answers(FixedReader(maker, None), CAL, "Who is the president?", hits,
@@ -162,6 +170,7 @@ def test_no_answer_when_the_reader_says_no_answer(maker):
     assert answers == []
 
 
+@pytest.mark.unit
 def test_a_missing_name_lowers_the_confidence(maker):
     hits = hits_of("Since 2022, Russia purchased approximately 1,700 drones. More.")
     asked = {}
@@ -171,6 +180,7 @@ def test_a_missing_name_lowers_the_confidence(maker):
     assert asked["How many drones has China purchased?"] < asked["How many drones has Russia purchased?"] - 0.5
 
 
+@pytest.mark.unit
 def test_a_name_no_document_mentions_keeps_the_answer_below_the_threshold(maker):
     hits = hits_of("Since 2022, Russia purchased approximately 1,700 drones. More.")
     reader = FixedReader(maker, "1,700")
@@ -181,6 +191,7 @@ def test_a_name_no_document_mentions_keeps_the_answer_below_the_threshold(maker)
     assert CAL.probability(-5.0, unmentioned=True) == CAL.probability(-5.0)  # a low one stays as it is
 
 
+@pytest.mark.unit
 def test_specific_and_missing_terms():
     q = "How many drones has China purchased from Iran since 2019, and what about the Su-57?"
     assert specific_terms(q) == ["China", "Iran", "2019", "Su-57"]
@@ -193,6 +204,7 @@ def test_specific_and_missing_terms():
 # ---------------------------------------------------------------- calibration
 
 
+@pytest.mark.unit
 def test_logistic_fit_recovers_a_known_rule():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4000, 2))
@@ -203,6 +215,7 @@ def test_logistic_fit_recovers_a_known_rule():
     assert abs(a - 1.0) < 0.15 and abs(b - 0.5) < 0.15
 
 
+@pytest.mark.unit
 def test_reliability_and_ece():
     rel = reliability([0.9, 0.9, 0.9, 0.9, 0.1, 0.1], [True, True, True, False, False, False])
     assert rel["n"] == 6
@@ -210,6 +223,7 @@ def test_reliability_and_ece():
     assert [b["n"] for b in rel["bins"]] == [2, 4]
 
 
+@pytest.mark.unit
 def test_features_have_one_row_per_candidate():
     f = candidate_features(np.array([3.0, 1.0]), np.array([0.0, 2.0]), np.array([0, 2]), np.array([0, 1]))
     assert f.shape == (2, len(FEATURES))
@@ -222,6 +236,7 @@ def test_features_have_one_row_per_candidate():
                                      '"threshold": 0.3, "high": 0.8, "medium": 0.5}',
                                      '{"format": 1, "reader": "x", "model": "m", "ranker": [0,0,0,0,0,0], '
                                      '"platt": [1, 0], "threshold": 5, "high": 0.8, "medium": 0.5}'])
+@pytest.mark.unit
 def test_a_bad_calibration_file_is_one_clear_error(tmp_path, content):
     path = tmp_path / "calibration.json"
     path.write_text(content)
@@ -229,6 +244,7 @@ def test_a_bad_calibration_file_is_one_clear_error(tmp_path, content):
         load_calibration(path)
 
 
+@pytest.mark.unit
 def test_a_calibration_for_another_reader_is_not_used(tmp_path):
     ours = Calibration("reader-a", "model", ranker=[0.0] * 6, platt=(1.0, 0.0), threshold=0.4)
     other = Calibration("reader-b", "model", ranker=[0.0] * 6, platt=(1.0, 0.0), threshold=0.9)
@@ -243,6 +259,7 @@ def test_a_calibration_for_another_reader_is_not_used(tmp_path):
         calibration_for(tmp_path / "index", tmp_path / "reader", "reader-c", "model")
 
 
+@pytest.mark.unit
 def test_an_index_calibration_of_an_older_format_gives_way_to_the_shipped_one(tmp_path):
     (tmp_path / "index").mkdir()
     (tmp_path / "reader").mkdir()
@@ -261,6 +278,7 @@ def test_an_index_calibration_of_an_older_format_gives_way_to_the_shipped_one(tm
 # ---------------------------------------------------------------- the shipped model
 
 
+@pytest.mark.integration
 def test_shipped_model_matches_its_checksum():
     assert (DEFAULT_DIR / MODEL_FILE).stat().st_size < 50 * 2**20
     assert file_sha256(DEFAULT_DIR / MODEL_FILE) == expected_sha256(DEFAULT_DIR)
@@ -270,6 +288,7 @@ def test_shipped_model_matches_its_checksum():
     assert cal.reader == expected_sha256(DEFAULT_DIR)
 
 
+@pytest.mark.integration
 def test_a_damaged_model_is_refused(tmp_path):
     copy = tmp_path / "reader"
     shutil.copytree(DEFAULT_DIR, copy)
@@ -285,6 +304,7 @@ def test_a_damaged_model_is_refused(tmp_path):
         load_reader(copy, MODEL_DIR)
 
 
+@pytest.mark.integration
 def test_onnx_reader_agrees_with_the_torch_model_it_was_exported_from(shipped):
     """reference.json holds torch's start/end argmax on a fixed sample, recorded at export."""
     ref = json.loads((DEFAULT_DIR / "reference.json").read_text())
@@ -298,6 +318,7 @@ def test_onnx_reader_agrees_with_the_torch_model_it_was_exported_from(shipped):
     assert agree >= ref["min_agreement"], agree
 
 
+@pytest.mark.integration
 def test_shipped_reader_finds_the_span_in_a_plain_sentence(shipped):
     context = ("Iran-Russia drone trade. Since 2022, Russia purchased approximately 1,700 drones capable of "
                "reconnaissance and suicide bomb missions.")

@@ -12,6 +12,8 @@ from qa.retrieve import retrieve, rrf, weighted_fusion
 from qa.terms import tokenize
 from qa.datatypes import QAError
 
+pytestmark = pytest.mark.integration
+
 # ------------------------------------------------------------------ reciprocal rank fusion
 
 

@@ -22,6 +22,8 @@ from qa.dense import build_faiss, faiss_kind  # noqa: E402
 from qa.index import load_index  # noqa: E402
 from qa.retrieve import retrieve  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 DOCS = 25
 SENTENCES_PER_DOC = 40
 NOUNS = "harbour drone reactor treaty pipeline satellite convoy refinery missile frigate".split()

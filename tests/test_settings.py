@@ -25,6 +25,8 @@ from qa.manifest import saved_index_settings
 from qa.options import port_number, settings_from
 from test_cli import run_main, where
 
+pytestmark = pytest.mark.integration
+
 QUESTION_OPTIONS = ["--mode", "-k", "--threshold", "--json", "--corpus", "--index", "--answerer", "--no-build"]
 INDEX_OPTIONS = ["--sentences", "--overlap", "--model", "--precision", "--faiss", "--batch-size", "--hnsw-m",
                  "--hnsw-min", "--backend", "--follow-links"]

@@ -8,6 +8,8 @@ from helpers_core import CORPUS, doc_from_text, line_of
 from qa.load import load_corpus
 from qa.split import MAX_PASSAGE_CHARS, MAX_SENTENCE_CHARS, heading_spans, sentence_spans, split_document
 
+pytestmark = pytest.mark.unit
+
 
 def sentences(text: str) -> list[str]:
     return [text[s:e] for s, e in sentence_spans(text)]

@@ -2,6 +2,8 @@ import pytest
 
 from qa.terms import STOP_WORDS, tokenize
 
+pytestmark = pytest.mark.unit
+
 
 def test_plain_sentence_drops_stop_words_and_stems():
     assert tokenize("The drones were launched from the ships") == ["drone", "launch", "ship"]

@@ -29,6 +29,8 @@ from qa.pipeline import Engine, ask, check_question, open_engine
 from qa.present import to_dict
 from qa.datatypes import QAError, Result
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 MISSING_CHROMIUM = (f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "

@@ -20,6 +20,8 @@ from helpers_core import real_encoder
 from qa import web
 from qa.pipeline import open_engine
 
+pytestmark = pytest.mark.integration
+
 SLOW_MARK = "Quillfeather"  # in the slow upload's text only
 SLOW_TEXT = f"{SLOW_MARK} memo\n\nThe {SLOW_MARK} convoy left Astrakhan on 3 May 2031 with 40 crates.\n"
 QUICK_TEXT = "Zorvath radar\n\nThe Zorvath-9 radar was delivered to Kazan in 2031.\n"
