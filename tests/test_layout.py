@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "qa"
 MAX_LINES = 350  # a longer module must say why in README's "Modules above 350 lines"
-HEAVY = ("torch", "transformers", "sentence_transformers", "gradio", "matplotlib", "pandas", "onnx")
+HEAVY = ("torch", "transformers", "sentence_transformers", "gradio", "matplotlib", "pandas", "onnx", "ray")
 
 
 def modules() -> dict[str, Path]:
@@ -111,7 +111,7 @@ def test_the_implementations_fit_their_protocols(tmp_path):
 @pytest.mark.integration
 def test_qa_ask_imports_no_heavy_library(idx):
     """`qa ask` needs numpy, faiss, onnxruntime and tokenizers only: torch, transformers,
-    sentence-transformers, gradio and matplotlib (extras) are never imported on its path."""
+    sentence-transformers, gradio, matplotlib and ray (extras) are never imported on its path."""
     script = (
         "import json, sys, runpy\n"
         "sys.argv = ['qa', 'ask', '--corpus', sys.argv[1], '--index', sys.argv[2], '--json', "
