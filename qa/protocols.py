@@ -32,6 +32,20 @@ class TextEncoder(Protocol):
         ...
 
 
+@runtime_checkable
+class SpanPoolingEncoder(TextEncoder, Protocol):
+    """An encoder that can also pool span vectors (the sentences of a passage) out of the text's own
+    forward pass (``qa.embed.Encoder`` with the onnx backend). The build uses it when ``pools_spans``
+    is true (``qa.vectors``); any other ``TextEncoder`` has its sentences encoded one by one."""
+
+    pools_spans: bool
+
+    def encode_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                     batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The texts' vectors, and per text the vectors of its character spans."""
+        ...
+
+
 class Retriever(Protocol):
     """One ranking of the index's passages for a query (``qa.retrieve.RETRIEVERS``): passage rows and
     their scores, best first, at most ``depth``. ``qvec`` is the query's vector (None when the mode

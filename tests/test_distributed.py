@@ -16,6 +16,8 @@ from qa.build import build_index
 from qa.embcache import read_cache
 from qa.index import load_index
 
+pytestmark = pytest.mark.integration  # a local Ray cluster and the real encoder
+
 
 class Interrupted(Exception):
     pass
