@@ -54,6 +54,7 @@ def test_passages_of_a_pdf_know_their_page_and_line_on_it(tmp_path):
     assert {p.heading for p in passages} == {"", "Drone Production"}  # the first heading is the title
 
 
+@pytest.mark.unit
 def test_a_passage_over_a_page_break_locates_each_offset_on_its_page():
     doc = doc_from_text("Alpha one is here.\nBeta two is here.\n\fGamma three is here.\nDelta four is here.")
     whole = split_document(doc, sentences_per_passage=20, overlap=0)[0]

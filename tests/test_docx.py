@@ -51,6 +51,7 @@ def make_docx(path: Path, *, title_property: str | None = None) -> Path:
     return path
 
 
+@pytest.mark.unit
 def test_docx_paragraphs_headings_and_tables_in_order(tmp_path):
     make_docx(tmp_path / "review.docx")
     doc = load_document(tmp_path / "review.docx", tmp_path)
@@ -59,11 +60,13 @@ def test_docx_paragraphs_headings_and_tables_in_order(tmp_path):
     assert [doc.text[s:e] for s, e in doc.headings] == ["Caspian Shipping Review", "Routes", "Ports"]
 
 
+@pytest.mark.unit
 def test_docx_title_property_wins(tmp_path):
     make_docx(tmp_path / "review.docx", title_property="Caspian Review, 2024")
     assert load_document(tmp_path / "review.docx", tmp_path).title == "Caspian Review, 2024"
 
 
+@pytest.mark.unit
 def test_docx_passages_carry_their_heading_and_never_hold_one(tmp_path):
     make_docx(tmp_path / "review.docx")
     doc = load_document(tmp_path / "review.docx", tmp_path)
@@ -77,6 +80,7 @@ def test_docx_passages_carry_their_heading_and_never_hold_one(tmp_path):
     assert all("Routes" not in p.text and "Ports" not in p.text.split("\n") for p in passages)
 
 
+@pytest.mark.integration
 def test_a_docx_answer_is_cited_at_its_line(tmp_path, fast, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -92,6 +96,7 @@ def test_a_docx_answer_is_cited_at_its_line(tmp_path, fast, capsys):
 
 
 @pytest.mark.parametrize("data", [b"PK\x03\x04 not really a zip", b"", b"plain text named docx"])
+@pytest.mark.unit
 def test_malformed_docx_is_one_line_error(tmp_path, data):
     (tmp_path / "bad.docx").write_bytes(data)
     with pytest.raises(QAError) as e:
@@ -99,6 +104,7 @@ def test_malformed_docx_is_one_line_error(tmp_path, data):
     assert str(e.value).startswith("bad.docx: unreadable Word document") and "\n" not in str(e.value)
 
 
+@pytest.mark.unit
 def test_a_zip_that_is_no_word_document_is_skipped_with_one_warning(tmp_path):
     with zipfile.ZipFile(tmp_path / "archive.docx", "w") as z:
         z.writestr("hello.txt", "not a Word document")
@@ -109,5 +115,6 @@ def test_a_zip_that_is_no_word_document_is_skipped_with_one_warning(tmp_path):
     assert len(warnings) == 1 and warnings[0].startswith("skipped archive.docx: unreadable Word document")
 
 
+@pytest.mark.unit
 def test_docx_is_loaded_and_accepted_as_an_upload():
     assert ".docx" in SUFFIXES and ".docx" in UPLOAD_TYPES
