@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -123,8 +124,8 @@ class Settings(AskSettings, IndexSettings):
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
             flag = option_flag(f)
-            if meta.get("choices") and value not in meta["choices"]:
-                raise QAError(f"unknown {flag} '{value}': expected one of {', '.join(meta['choices'])}")
+            if meta.get("choices"):
+                check_choice(f.name, value)
             low, high = meta.get("low"), meta.get("high")
             if value is None or (low is None and high is None):
                 continue
@@ -142,6 +143,20 @@ class Settings(AskSettings, IndexSettings):
 LOCATION = tuple(f.name for f in fields(Location))
 INDEX_FIELDS = tuple(f.name for f in fields(IndexSettings) if f.name not in LOCATION)
 ASK_FIELDS = tuple(f.name for f in fields(AskSettings))
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def check_choice(name: str, value, *, what: str | None = None, shown: Callable[[object], str] | None = None) -> None:
+    """QAError unless ``value`` is one of the choices of the settings field ``name``: the one check of
+    a named choice (``Settings.validate``, retrieval's dispatch, the page's requests, the encoder).
+
+    The message names ``what`` (default: the field's flag) and the value as ``shown`` gives it
+    (default: in single quotes)."""
+    f = _FIELDS[name]
+    choices = f.metadata["choices"]
+    if value not in choices:
+        text = shown(value) if shown else f"'{value}'"
+        raise QAError(f"unknown {what or option_flag(f)} {text}: expected one of {', '.join(choices)}")
 
 
 def option_flag(f: dataclasses.Field) -> str:

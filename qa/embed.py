@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from qa.config import check_choice
 from qa.datatypes import QAError
 from qa.digests import default_cache_dir
 from qa.progress import progress as progress_bar
@@ -183,10 +184,8 @@ def load_encoder(
     (ONNX: each run spreads over every core) rather than for batches.
     """
     model_dir = check_model_dir(model_path)
-    if backend not in ("auto", "onnx", "torch"):
-        raise QAError(f"unknown encoder backend {backend!r} (choose auto, onnx or torch)")
-    if precision not in ("fp32", "bf16", "int8"):
-        raise QAError(f"unknown encoder precision {precision!r} (choose fp32, bf16 or int8)")
+    check_choice("backend", backend, what="encoder backend")
+    check_choice("precision", precision, what="encoder precision")
     if backend == "auto":
         backend = "torch" if precision == "bf16" else "onnx"
     if backend == "onnx" and precision == "bf16":

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from qa.bm25 import bm25_top
-from qa.config import FUSIONS, MODES, Settings
+from qa.config import Settings, check_choice
 from qa.dense import dense_top
 from qa.index import Index
 from qa.terms import tokenize
-from qa.datatypes import Hit, QAError
+from qa.datatypes import Hit
 from qa.protocols import Retriever, TextEncoder
 
 @dataclass
@@ -37,10 +37,8 @@ RETRIEVERS: dict[str, Retriever] = {"bm25": bm25_retriever, "dense": dense_retri
 
 def retrieve(index: Index, encoder: TextEncoder, query: str, settings: Settings) -> Retrieval:
     """The top ``settings.k`` passages for ``query`` by ``settings.mode``."""
-    if settings.mode not in MODES:
-        raise QAError(f"unknown mode '{settings.mode}': expected one of {', '.join(MODES)}")
-    if settings.fusion not in FUSIONS:
-        raise QAError(f"unknown fusion '{settings.fusion}': expected one of {', '.join(FUSIONS)}")
+    check_choice("mode", settings.mode)  # settings built in code may skip Settings.validate
+    check_choice("fusion", settings.fusion)
     timings: dict[str, float] = {}
     n = len(index.passages)
     depth = min(n, max(settings.candidates, settings.k))

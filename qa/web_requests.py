@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from qa.config import MAX_QUESTION_CHARS, MODES, Settings
+from qa.config import MAX_QUESTION_CHARS, Settings, check_choice
 from qa.datatypes import QAError
 
 MAX_K = 20
@@ -21,8 +21,8 @@ def request_settings(settings: Settings, mode: str | None = None, k: int | float
     None (and an empty mode) keeps the server's setting; k is a whole number from 1 to MAX_K
     and the threshold a number from 0 to 1 (numbers, or text holding one).
     """
-    if mode is not None and mode != "" and (not isinstance(mode, str) or mode not in MODES):
-        raise QAError(f"unknown mode {shown(mode)}: expected one of {', '.join(MODES)}")
+    if mode is not None and mode != "":
+        check_choice("mode", mode, what="mode", shown=shown)
     return settings.replace(
         mode=mode or None,
         k=_whole_number(k, "the number of passages k", 1, MAX_K),
