@@ -202,7 +202,7 @@ def load_document(path: Path, corpus: Path, *, budget: float | None = LOAD_BUDGE
         raw = _decode(data, name)
         deadline.check()
         if suffix in (".html", ".htm"):
-            title, text = _read_html(raw, deadline)
+            title, text, headings = _read_html(raw, deadline)
         elif suffix in (".md", ".markdown"):
             title, text = _markdown_title(raw, deadline), raw
         else:
@@ -345,15 +345,21 @@ _TAG = re.compile(r"<(/?)([A-Za-z][^\t\n\f\r />]*)")
 _TAG_REST = re.compile(r"""(?:[^>"'=]++|=[\t\n\f\r ]*+(?:"[^"]*+"?|'[^']*+'?)|[="'])*+""")
 _RAW_END = {name: re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I) for name in _RAW}
 _SPACES = re.compile(r"[ \t\u00a0]+")
+_HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
+_MARK = "\x00"  # starts the text of an <h1>-<h6> until the lines are laid out (NULs are dropped first)
 
 
-def _read_html(raw: str, deadline: _Deadline | None = None) -> tuple[str | None, str]:
-    """(title, text) of a page: the <title>, else the first <h1>/<h2>; the text without scripts,
-    styles, templates or <head>, block elements on their own lines, entities decoded once."""
+def _read_html(raw: str, deadline: _Deadline | None = None
+               ) -> tuple[str | None, str, tuple[tuple[int, int], ...] | None]:
+    """(title, text, heading offsets) of a page: the <title>, else the first <h1>/<h2>; the text
+    without scripts, styles, templates or <head>, block elements on their own lines, entities
+    decoded once; the lines of <h1>-<h6> text are the headings (a heading's own line breaks fold
+    into spaces, as a browser shows them), None when the page marks none."""
+    raw = raw.replace(_MARK, "")  # as browsers do with a NUL in a page's text
     parts: list[str] = []
     title = heading = None
     heading_tag, heading_depth, heading_parts, heading_len = None, 0, [], 0
-    in_head = False
+    in_head = in_heading = False
     pos, n, steps = 0, len(raw), 0
     while pos < n:
         steps += 1
@@ -376,6 +382,8 @@ def _read_html(raw: str, deadline: _Deadline | None = None) -> tuple[str | None,
                     heading_depth -= 1
                     if not heading_depth:
                         heading, heading_tag = " ".join(" ".join(heading_parts).split()), None
+                if name in _HEADINGS:  # any heading's end tag closes the open heading (HTML5)
+                    in_heading = False
             else:
                 if name == "head":
                     in_head = True
@@ -385,6 +393,8 @@ def _read_html(raw: str, deadline: _Deadline | None = None) -> tuple[str | None,
                     heading_depth += 1
                 elif heading is None and heading_tag is None and name in ("h1", "h2") and not in_head:
                     heading_tag, heading_depth = name, 1
+                if name in _HEADINGS:
+                    in_heading = not in_head
                 if name in _RAW:  # raw text up to the matching end tag, or to the end of the file
                     close = _RAW_END[name].search(raw, pos)
                     end = close.start() if close else n
@@ -413,17 +423,39 @@ def _read_html(raw: str, deadline: _Deadline | None = None) -> tuple[str | None,
             if chunk.isspace():
                 continue
             in_head = False  # text ends a head left open
-        parts.append(chunk)
+        parts.append(_MARK + chunk.replace("\n", " ") if in_heading else chunk)
         if heading_tag and heading_len < 4 * MAX_TITLE_CHARS:
             heading_parts.append(chunk)
             heading_len += len(chunk)
     if heading_tag:  # a heading still open at the end of the file
         heading = " ".join(" ".join(heading_parts).split())
-    text = "".join(parts)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    text, headings = _layout("".join(parts))
     title = title or heading
-    return (title[:MAX_TITLE_CHARS] if title else None), text
+    # A page that marks no heading may still have some (bold paragraphs, converted text): guessed.
+    return (title[:MAX_TITLE_CHARS] if title else None), text, headings or None
+
+
+def _layout(text: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """The page's lines with runs of spaces folded, ends trimmed, at most one blank line in a row
+    and none at either end; and the offsets of the lines that hold heading text (``_MARK``)."""
+    lines: list[str] = []
+    headings: list[tuple[int, int]] = []
+    pos, blank = 0, False
+    for line in text.split("\n"):
+        marked = _MARK in line
+        line = _SPACES.sub(" ", line.replace(_MARK, "") if marked else line).strip()
+        if not line:
+            blank = bool(lines)
+            continue
+        if blank:
+            lines.append("")
+            pos += 1
+            blank = False
+        if marked:
+            headings.append((pos, pos + len(line)))
+        lines.append(line)
+        pos += len(line) + 1
+    return "\n".join(lines), tuple(headings)
 
 
 def _read_pdf(data: bytes, name: str, deadline: _Deadline | None = None) -> tuple[str | None, str]:

@@ -21,7 +21,7 @@ from qa.digests import same_stat
 from qa.load import corpus_files, doc_id, file_hash
 from qa.storage import CURRENT, damaged, with_current
 
-FORMAT_VERSION = 3  # 2: float16 FAISS storage; 3: passages carry pages and section headings
+FORMAT_VERSION = 4  # 2: float16 FAISS storage; 3: passages carry pages and section headings; 4: HTML <h1>-<h6> are headings
 GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", "passages.json", "sentence_table.npz",
                     "sentences.npy")  # besides manifest.json, which lists their digests
 

@@ -311,6 +311,15 @@ def test_html_with_45000_flat_paragraphs_loads_fast(tmp_path):
     assert doc.title == "para"
 
 
+def test_html_with_45000_headings_or_one_left_open_loads_fast(tmp_path):
+    doc, seconds = _timed_load(tmp_path, "heads.html", "<h2>head</h2><p>para</p>" * 22_500)
+    assert seconds < 2
+    assert len(doc.headings) == 22_500 and doc.text[doc.headings[-1][0]:].startswith("head\n")
+    doc, seconds = _timed_load(tmp_path, "open.html", "<h1>" + "line\n" * 100_000)
+    assert seconds < 2
+    assert doc.text == " ".join(["line"] * 100_000) and doc.headings == ((0, len(doc.text)),)
+
+
 def test_html_nested_40000_deep_loads_fast(tmp_path):
     data = "<html><head><title>Deep</title></head><body>" + "<div>" * 40_000 + "bottom" + "</div>" * 40_000
     doc, seconds = _timed_load(tmp_path, "deep.html", data)

@@ -9,6 +9,7 @@ import pytest
 from helpers_core import CORPUS, DOC_A, DOC_B, copy_corpus, make_pdf
 from qa.load import corpus_files, fingerprint, load_corpus, load_document
 from qa.datatypes import QAError
+from qa.split import split_document
 
 pytestmark = pytest.mark.unit
 
@@ -92,6 +93,50 @@ def test_html_without_title_uses_first_heading(tmp_path):
     doc = _load_one(tmp_path, "page.htm", "<html><body><p>x</p><h2>The Alabuga Plant</h2><p>Drones are built there.</p></body></html>")
     assert doc.title == "The Alabuga Plant"
     assert "Drones are built there." in doc.text
+
+
+HEADED_PAGE = """<!doctype html><html><head><title>Drone Trade Review</title></head><body>
+<h1>Drone Trade Review</h1>
+<p>Prepared for the analysts' desk.</p>
+<h2>
+  Iran-Russia drone trade routes
+</h2>
+<p>Since 2022, Russia purchased drones from Iran. They crossed the Caspian Sea by ship.</p>
+<p>Paid In Gold Bars</p>
+<h3>where the drones are <em>unloaded</em></h3>
+<p>The drones are unloaded at the port of Makhachkala. Trucks take them north.</p>
+</body></html>"""
+
+
+def test_html_headings_are_the_h1_to_h6_lines(tmp_path):
+    doc = _load_one(tmp_path, "review.html", HEADED_PAGE)
+    assert [doc.text[s:e] for s, e in doc.headings] == [
+        "Drone Trade Review", "Iran-Russia drone trade routes", "where the drones are unloaded"]
+    assert "Paid In Gold Bars" in doc.text.split("\n")  # a short capitalised <p>: text, not a heading
+
+
+def test_html_passages_carry_their_heading_and_never_end_on_one(tmp_path):
+    doc = _load_one(tmp_path, "review.html", HEADED_PAGE)
+    passages = split_document(doc, sentences_per_passage=8, overlap=1)  # one passage per section
+    assert [(p.heading, p.line, p.text.split("\n")[0]) for p in passages] == [
+        ("", 3, "Prepared for the analysts' desk."),  # under the title's heading: no heading of its own
+        ("Iran-Russia drone trade routes", 7,
+         "Since 2022, Russia purchased drones from Iran. They crossed the Caspian Sea by ship."),
+        ("where the drones are unloaded", 13,
+         "The drones are unloaded at the port of Makhachkala. Trucks take them north."),
+    ]
+    assert passages[1].text.endswith("Paid In Gold Bars")  # guessed, it was a heading and a section
+    heads = {doc.text[s:e] for s, e in doc.headings}
+    for p in split_document(doc, sentences_per_passage=2, overlap=1):
+        assert not any(p.text.endswith(h) or p.text.startswith(h) for h in heads)
+        assert all(doc.text[s:e] not in heads for s, e in p.sentences)
+
+
+def test_html_without_headings_has_them_guessed_and_drops_nul(tmp_path):
+    page = "<p>Sanctions Overview</p><!--" + " " * 9000 + "--><p>The EU\x00 sanctioned officials.</p>"
+    doc = _load_one(tmp_path, "plain.html", page)  # a NUL past the first 8 KB: not a binary file
+    assert doc.headings is None  # the page marks none: the splitter guesses, as for plain text
+    assert doc.text == "Sanctions Overview\n\nThe EU sanctioned officials."
 
 
 def test_html_without_title_or_heading_uses_first_line(tmp_path):
