@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.config import Settings
-from qa.datatypes import QAError
+from qa.config import Settings, check_choice
 
-KINDS = ("flat", "hnsw", "ivf")
 EF_CONSTRUCTION = 80
 
 
@@ -32,6 +30,7 @@ def build_faiss(vecs: np.ndarray, settings: Settings):
     """
     import faiss
 
+    check_choice("faiss", settings.faiss)
     dim = vecs.shape[1]
     kind = faiss_kind(len(vecs), settings)
     fp16, ip = faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
@@ -40,12 +39,10 @@ def build_faiss(vecs: np.ndarray, settings: Settings):
     elif kind == "hnsw":
         index = faiss.IndexHNSWSQ(dim, fp16, settings.hnsw_m, ip)
         index.hnsw.efConstruction = EF_CONSTRUCTION
-    elif kind == "ivf":
+    else:  # ivf
         nlist = max(1, min(int(4 * np.sqrt(len(vecs))), len(vecs) // 39 or 1))
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, fp16, ip)
         index.make_direct_map()
-    else:
-        raise QAError(f"unknown FAISS index type '{kind}': expected one of auto, {', '.join(KINDS)}")
     index.train(vecs)
     index.add(vecs)
     return index

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from qa.config import INDEX_FIELDS, PRECISIONS, IndexSettings, Settings
+from qa.config import FAISS_BUILT, INDEX_FIELDS, PRECISIONS, IndexSettings, Settings
 from qa.digests import same_stat
 from qa.load import corpus_files, doc_id, file_hash
 from qa.storage import CURRENT, damaged, with_current
@@ -168,7 +168,7 @@ def manifest_problem(m) -> str | None:
         isinstance(v, str) for v in files.values()
     ):
         return "does not list the index files"
-    if m.get("faiss") not in ("flat", "hnsw", "ivf"):
+    if m.get("faiss") not in FAISS_BUILT:
         return "has an unknown FAISS index type"
     if not _is_int(m.get("passages")) or not _is_int(m.get("sentences")):
         return "has bad passage or sentence counts"

@@ -10,14 +10,15 @@ import random
 import re
 from pathlib import Path
 
-from qa.config import Settings, load_saved
+from qa.config import FUSIONS, MODES, Settings, load_saved
 from qa.datatypes import QAError, Question
 from qa.eval.beir import load_beir
 from qa.eval.datasets import CORPUS_MARK, FORMATS, load_questions, load_squad
 from qa.splits import SPLITS, in_split
 
-EVAL_MODES = ("bm25", "dense", "hybrid-rrf", "hybrid-weighted")
-LABELS = {"bm25": "bm25", "dense": "dense", "hybrid-rrf": "hybrid (rrf)", "hybrid-weighted": "hybrid (weighted)"}
+# The modes compared: each single retriever, and hybrid with each fusion ("hybrid-rrf").
+EVAL_MODES = tuple(m for m in MODES if m != "hybrid") + tuple(f"hybrid-{f}" for f in FUSIONS)
+LABELS = {m: m if "-" not in m else "{} ({})".format(*m.split("-", 1)) for m in EVAL_MODES}
 EVAL_HOME = Path(".qa-eval")  # benchmarks' corpora and indexes, under the current directory
 
 
@@ -99,12 +100,9 @@ def single_mode(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def mode_settings(settings: Settings, mode: str) -> Settings:
-    """The settings of one evaluated mode."""
-    if mode == "hybrid-rrf":
-        return settings.replace(mode="hybrid", fusion="rrf")
-    if mode == "hybrid-weighted":
-        return settings.replace(mode="hybrid", fusion="weighted")
-    return settings.replace(mode=mode)
+    """The settings of one evaluated mode (``hybrid-rrf``: mode hybrid, fusion rrf)."""
+    mode, _, fusion = mode.partition("-")
+    return settings.replace(mode=mode, fusion=fusion or None)
 
 
 def dataset_name(path: Path) -> str:
