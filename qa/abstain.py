@@ -17,6 +17,7 @@ import bisect
 from qa.calibration import missing_terms, specific_terms
 from qa.datatypes import Abstention, Citation
 from qa.index import Index
+from qa.present import quote_location
 from qa.terms import tokenize
 
 SAY_NOT_FOUND = "The documents do not answer this question"
@@ -70,7 +71,7 @@ def explain(question: str, index: Index, citations: list[Citation], *, best: flo
     no probability); ``threshold``: the confidence an answer needs; ``missing``: the question's
     unmentioned names when already known (None: look them up)."""
     nearest = citations[0].n if citations else None
-    offer = (f" The nearest passage is [{nearest}], {citations[0].doc} line {citations[0].line}."
+    offer = (f" The nearest passage is [{nearest}], {quote_location(citations[0])}."
              if citations else " No passage came close.")
     if missing is None:
         missing = unmentioned(question, index)

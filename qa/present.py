@@ -87,15 +87,16 @@ def differ_line(result: Result) -> str:
     d = result.disagreement
     if d is None:
         return ""
-    said = [f"[{a.citation}] says “{a.span}” ({answer_location(a)})" for a in d.answers]
+    said = [f"[{a.citation}] says “{a.span}” ({quote_location(a)})" for a in d.answers]
     return f"Sources differ: {'; '.join(said)}."
 
 
-def answer_location(a: Answer) -> str:
-    """Where an answer's text starts: ``report.txt:12``, or in a paged document ``brief.pdf p. 2, line 5``."""
-    if a.page is not None:
-        return f"{a.doc} p. {a.page}, line {a.page_line}"
-    return f"{a.doc}:{a.line}"
+def quote_location(q: Answer | Citation) -> str:
+    """Where an answer's text (or a citation's quote) starts: ``report.txt:12``, or in a paged
+    document (a PDF) ``brief.pdf p. 2, line 5``."""
+    if q.page is not None:
+        return f"{q.doc} p. {q.page}, line {q.page_line}"
+    return f"{q.doc}:{q.line}"
 
 
 def to_text(result: Result, *, color: bool = False) -> str:
@@ -132,7 +133,7 @@ def location(c: Citation) -> str:
     if c.page is not None and c.passage_pages:
         first, last = c.passage_pages
         pages = f"p. {first}" if first == last else f"pp. {first}–{last}"
-        return f"{c.doc} p. {c.page}, line {c.page_line} (passage {pages})"
+        return f"{quote_location(c)} (passage {pages})"
     if not c.passage_line:  # a citation made without the passage's extent
         return f"{c.doc}:{c.line}"
     lines = f"{c.passage_line}–{c.passage_end_line}" if c.passage_end_line > c.passage_line else f"{c.passage_line}"

@@ -10,7 +10,7 @@ import re
 import uuid
 
 from qa.datatypes import Citation, Result
-from qa.present import answer_html, answer_label, answer_location, location, passage_html, snippet, to_dict
+from qa.present import answer_html, answer_label, location, passage_html, quote_location, snippet, to_dict
 from qa.transcript import reply_markdown
 
 SNIPPET_LINE_CHARS = 160  # of a passage no answer quotes, shown on one line (cut by CSS to the width)
@@ -177,7 +177,7 @@ def differ_html(result: Result, rid: str) -> str:
     cells = []
     for a in d.answers:
         c = cites.get(a.citation)
-        where = html.escape(f"{c.title} — {answer_location(a)}") if c else html.escape(answer_location(a))
+        where = html.escape(f"{c.title} — {quote_location(a)}") if c else html.escape(quote_location(a))
         cells.append(f'<div class="qa-claim"><p class="qa-claim-value">{html.escape(a.span or "")}'
                      f'{_ref(a.citation, rid)}</p><p>{answer_html(a)}</p><p class="qa-file">{where}</p></div>')
     return (f'<div class="qa-differ"><p class="qa-differ-head">Sources differ: the documents give different '

@@ -11,11 +11,12 @@ from helpers_core import settings_for, template
 from qa.abstain import explain, unmentioned
 from qa.datatypes import Citation
 from qa.index import load_index
-from qa.present import to_dict, to_json, to_text
-
-pytestmark = pytest.mark.integration
+from qa.present import location, quote_location, to_dict, to_json, to_text
 
 NEAR = Citation(n=1, doc="a.txt", title="A", passage=0, start=0, end=10, line=7, text="Some text.")
+# The nearest passage in a PDF: its quote on page 3, line 2 of that page (line 58 of the document).
+NEAR_PDF = Citation(n=2, doc="brief.pdf", title="Brief", passage=4, start=900, end=960, line=58, text="Some text.",
+                    passage_line=57, passage_end_line=59, page=3, page_line=2, passage_pages=(3, 3))
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,7 @@ def index(tmp_path_factory):
     return load_index(settings_for(template(tmp_path_factory)))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("question,missing", [
     ("Which country won the 2022 FIFA World Cup?", ["FIFA", "Cup"]),  # 2022 and "World" are in the documents
     ("What is the capital of France?", ["France"]),
@@ -35,13 +37,15 @@ def test_names_no_document_mentions(index, question, missing):
     assert unmentioned(question, index) == missing
 
 
+@pytest.mark.integration
 def test_unmentioned_name_is_the_reason_and_the_nearest_passage_is_offered(index):
     a = explain("Which country won the 2022 FIFA World Cup?", index, [NEAR], best=0.1, threshold=0.48)
     assert a.reason == "unmentioned" and a.missing == ["FIFA", "Cup"] and a.nearest == 1
     assert a.text == ("The documents do not answer this question: no document mentions “FIFA” or “Cup”. "
-                      "The nearest passage is [1], a.txt line 7.")
+                      "The nearest passage is [1], a.txt:7.")
 
 
+@pytest.mark.integration
 def test_weak_match_says_how_weak(index):
     a = explain("What is SEPAM?", index, [NEAR], best=0.29191, threshold=0.480013)
     assert a.reason == "weak" and (a.best, a.threshold) == (0.2919, 0.48)
@@ -51,6 +55,18 @@ def test_weak_match_says_how_weak(index):
     assert none.text.endswith("No passage came close.") and none.nearest is None
 
 
+@pytest.mark.unit
+def test_the_nearest_passage_of_a_pdf_is_named_by_page_and_line():
+    """A PDF's document line means nothing to a reader: the offer names the page, as citations do."""
+    weak = explain("What is SEPAM?", None, [NEAR_PDF], best=0.2, threshold=0.5, missing=[])
+    assert weak.text.endswith("The nearest passage is [2], brief.pdf p. 3, line 2.") and weak.nearest == 2
+    unnamed = explain("Who won the 2031 FIFA Cup?", None, [NEAR_PDF], best=0.2, threshold=0.5, missing=["FIFA"])
+    assert unnamed.text == ("The documents do not answer this question: no document mentions “FIFA”. "
+                            "The nearest passage is [2], brief.pdf p. 3, line 2.")
+    assert quote_location(NEAR_PDF) in location(NEAR_PDF)  # the same words as the citation list
+
+
+@pytest.mark.integration
 def test_ask_explains_in_text_and_json(idx, fast):
     from qa.pipeline import ask, open_engine
 
@@ -59,7 +75,7 @@ def test_ask_explains_in_text_and_json(idx, fast):
     assert result.abstained and result.abstention.reason == "unmentioned"
     text = to_text(result)
     assert "A: The documents do not answer this question: no document mentions “FIFA” or “Cup”." in text
-    assert f"The nearest passage is [1], {result.citations[0].doc} line {result.citations[0].line}." in text
+    assert f"The nearest passage is [1], {result.citations[0].doc}:{result.citations[0].line}." in text
     data = json.loads(to_json(result))
     assert data["abstention"]["reason"] == "unmentioned" and data["abstention"]["nearest"] == 1
     assert data["message"] == result.abstention.text
