@@ -160,6 +160,12 @@ def check_choice(name: str, value, *, what: str | None = None, shown: Callable[[
         raise QAError(f"unknown {what or option_flag(f)} {text}: expected one of {', '.join(choices)}")
 
 
+def bounds(name: str) -> tuple[float | None, float | None]:
+    """The range (low, high) the settings field ``name`` must be in; None where it has no bound."""
+    meta = _FIELDS[name].metadata
+    return meta["low"], meta["high"]
+
+
 def option_flag(f: dataclasses.Field) -> str:
     """The command-line flag of a settings field."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
@@ -182,14 +188,15 @@ def load_saved(settings: Settings) -> Settings:
     if settings.threshold is not None or settings.answerer != "heuristic":
         return settings
     path = Path(settings.index) / SAVED_SETTINGS_FILE
+    low, high = bounds("threshold")
     problem = None
     try:
         saved = json.loads(path.read_bytes().decode("utf-8"))
         value = saved.get("threshold") if isinstance(saved, dict) else None
         if not isinstance(saved, dict):
             problem = "not a JSON object"
-        elif value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
-            problem = f"its threshold must be a number from 0 to 1, not {json.dumps(value)[:40]}"
+        elif value is not None and (type(value) not in (int, float) or not low <= value <= high):
+            problem = f"its threshold must be a number from {low:g} to {high:g}, not {json.dumps(value)[:40]}"
     except (FileNotFoundError, NotADirectoryError):
         value = None
     except OSError as e:

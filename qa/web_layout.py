@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from qa.config import MODES, UPLOADS
+from qa.config import MODES, UPLOADS, bounds
 from qa.pipeline import threshold as effective_threshold
 from qa.web_page import md_code
 from qa.web_requests import MAX_K
@@ -67,8 +67,8 @@ def page(app: WebApp) -> gr.Blocks:
                     with gr.Row():
                         mode = gr.Radio(list(MODES), value=s.mode, label="Retrieval mode",
                                         info="hybrid: keywords and meaning; bm25: keywords; dense: meaning")
-                        k = gr.Slider(1, MAX_K, value=s.k, step=1, label="Passages retrieved (k)")
-                        threshold = gr.Slider(0.0, 1.0, value=effective_threshold(engine, s), step=0.01,
+                        k = gr.Slider(bounds("k")[0], MAX_K, value=s.k, step=1, label="Passages retrieved (k)")
+                        threshold = gr.Slider(*bounds("threshold"), value=effective_threshold(engine, s), step=0.01,
                                               label="Abstention threshold",
                                               info="Below this probability of being right, the answer is "
                                                    "“not in the documents” (default: the calibrated value)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from qa.config import MAX_QUESTION_CHARS, Settings, check_choice
+from qa.config import MAX_QUESTION_CHARS, Settings, bounds, check_choice
 from qa.datatypes import QAError
 
 MAX_K = 20
@@ -18,15 +18,15 @@ def request_settings(settings: Settings, mode: str | None = None, k: int | float
                      threshold: float | None = None) -> Settings:
     """``settings`` with one request's choices applied; QAError saying what is wrong with a bad one.
 
-    None (and an empty mode) keeps the server's setting; k is a whole number from 1 to MAX_K
-    and the threshold a number from 0 to 1 (numbers, or text holding one).
+    None (and an empty mode) keeps the server's setting; k is a whole number from its setting's
+    lowest to MAX_K and the threshold a number in its setting's range (numbers, or text holding one).
     """
     if mode is not None and mode != "":
         check_choice("mode", mode, what="mode", shown=shown)
     return settings.replace(
         mode=mode or None,
-        k=_whole_number(k, "the number of passages k", 1, MAX_K),
-        threshold=_fraction(threshold, "the threshold"),
+        k=_whole_number(k, "the number of passages k", bounds("k")[0], MAX_K),
+        threshold=_number_between(threshold, "the threshold", *bounds("threshold")),
     )
 
 
@@ -64,12 +64,12 @@ def _whole_number(value, what: str, low: int, high: int) -> int | None:
     return int(number)
 
 
-def _fraction(value, what: str) -> float | None:
+def _number_between(value, what: str, low: float, high: float) -> float | None:
     number = _number(value)
     if number is None:
         return None
-    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
-        raise QAError(f"{what} must be a number from 0 to 1, not {shown(value)}")
+    if not (math.isfinite(number) and low <= number <= high):
+        raise QAError(f"{what} must be a number from {low:g} to {high:g}, not {shown(value)}")
     return float(number)
 
 
