@@ -156,6 +156,28 @@ def make_pdf(path: Path, pages: list[list[str]], title: str | None = None) -> Pa
     return path
 
 
+def make_docx(path: Path, blocks: list, *, title_property: str | None = None) -> Path:
+    """A Word file written by python-docx, block by block: a string is a paragraph, ``(level,
+    text)`` a heading (level 0: the Title style), a list of rows (tuples of cells) a table."""
+    import docx
+
+    d = docx.Document()
+    if title_property is not None:
+        d.core_properties.title = title_property
+    for block in blocks:
+        if isinstance(block, str):
+            d.add_paragraph(block)
+        elif isinstance(block, tuple):
+            d.add_heading(block[1], level=block[0])
+        else:
+            table = d.add_table(rows=len(block), cols=len(block[0]))
+            for r, row in enumerate(block):
+                for c, value in enumerate(row):
+                    table.cell(r, c).text = value
+    d.save(path)
+    return path
+
+
 class HashEncoder:
     """Deterministic unit vectors from a hash of the text: the build path without a model."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers_core import make_docx
 from qa.cli import main
 from qa.datatypes import QAError
 from qa.load import SUFFIXES, load_corpus, load_document
@@ -29,31 +30,21 @@ DOCX_LINES = [
 ]
 
 
-def make_docx(path: Path, *, title_property: str | None = None) -> Path:
-    """A Word file with a title, two headings, paragraphs and a table, written by python-docx."""
-    import docx
-
-    d = docx.Document()
-    if title_property is not None:
-        d.core_properties.title = title_property
-    d.add_heading("Caspian Shipping Review", level=0)
-    d.add_paragraph("Prepared for the analysts' desk.")
-    d.add_heading("Routes", level=1)
-    d.add_paragraph("Iranian drones cross the Caspian Sea by ship.")
-    d.add_paragraph("The ships sail from Amirabad.")
-    table = d.add_table(rows=3, cols=2)
-    for r, row in enumerate([("Port", "Ships per month"), ("Astrakhan", "12"), ("Makhachkala", "7")]):
-        for c, value in enumerate(row):
-            table.cell(r, c).text = value
-    d.add_heading("Ports", level=2)
-    d.add_paragraph("The drones are unloaded at the port of Makhachkala.")
-    d.save(path)
-    return path
+REVIEW = [
+    (0, "Caspian Shipping Review"),
+    "Prepared for the analysts' desk.",
+    (1, "Routes"),
+    "Iranian drones cross the Caspian Sea by ship.",
+    "The ships sail from Amirabad.",
+    [("Port", "Ships per month"), ("Astrakhan", "12"), ("Makhachkala", "7")],
+    (2, "Ports"),
+    "The drones are unloaded at the port of Makhachkala.",
+]
 
 
 @pytest.mark.unit
 def test_docx_paragraphs_headings_and_tables_in_order(tmp_path):
-    make_docx(tmp_path / "review.docx")
+    make_docx(tmp_path / "review.docx", REVIEW)
     doc = load_document(tmp_path / "review.docx", tmp_path)
     assert doc.text.split("\n") == DOCX_LINES
     assert doc.title == "Caspian Shipping Review"  # the first heading, without a title property
@@ -62,13 +53,13 @@ def test_docx_paragraphs_headings_and_tables_in_order(tmp_path):
 
 @pytest.mark.unit
 def test_docx_title_property_wins(tmp_path):
-    make_docx(tmp_path / "review.docx", title_property="Caspian Review, 2024")
+    make_docx(tmp_path / "review.docx", REVIEW, title_property="Caspian Review, 2024")
     assert load_document(tmp_path / "review.docx", tmp_path).title == "Caspian Review, 2024"
 
 
 @pytest.mark.unit
 def test_docx_passages_carry_their_heading_and_never_hold_one(tmp_path):
-    make_docx(tmp_path / "review.docx")
+    make_docx(tmp_path / "review.docx", REVIEW)
     doc = load_document(tmp_path / "review.docx", tmp_path)
     passages = split_document(doc, sentences_per_passage=8, overlap=1)  # one passage per section
     assert [(p.heading, p.line, p.text.split("\n")[0]) for p in passages] == [
@@ -84,7 +75,7 @@ def test_docx_passages_carry_their_heading_and_never_hold_one(tmp_path):
 def test_a_docx_answer_is_cited_at_its_line(tmp_path, fast, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    make_docx(corpus / "review.docx")
+    make_docx(corpus / "review.docx", REVIEW)
     rc = main(["ask", "--json", "-q", "--corpus", str(corpus), "--index", str(tmp_path / "index"),
                "At which port are the drones unloaded?"])
     obj = json.loads(capsys.readouterr().out)
@@ -108,7 +99,7 @@ def test_malformed_docx_is_one_line_error(tmp_path, data):
 def test_a_zip_that_is_no_word_document_is_skipped_with_one_warning(tmp_path):
     with zipfile.ZipFile(tmp_path / "archive.docx", "w") as z:
         z.writestr("hello.txt", "not a Word document")
-    make_docx(tmp_path / "review.docx")
+    make_docx(tmp_path / "review.docx", REVIEW)
     warnings: list[str] = []
     docs = load_corpus(tmp_path, warn=warnings.append)
     assert [d.id for d in docs] == ["review.docx"]

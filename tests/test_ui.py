@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,8 @@ NEW_QUESTION = "Where was the Zorvath-9 radar delivered?"
 SHIPS = "How many container ships did the Port of Veranda handle in 2024?"  # the two fixture reports differ
 PDF_FACT = "The Ostrava freight terminal was sold to Lindqvist Holdings in 2029."
 PDF_QUESTION = "Who bought the Ostrava freight terminal?"
+DOCX_FACT = "The Brindle grain silo was sold to Ketterman Shipping in 2028."
+DOCX_QUESTION = "Who bought the Brindle grain silo?"
 DROPPED_FACT = "The Quillon depot was moved to Yerevan in 2030."
 DROPPED_QUESTION = "Where was the Quillon depot moved?"
 
@@ -363,7 +366,8 @@ def test_page_cites_a_pdf_by_the_quotes_page_and_line(page, tmp_path):
     ], title="Quarterly brief")
     page.get_by_role("tab", name="Documents").click()
     page.locator("#upload input[type=file]").set_input_files(str(pdf))
-    expect(page.locator("#upload-status")).to_contain_text("Added and indexed", timeout=TIMEOUT_MS)
+    expect(page.locator("#upload-status")).to_contain_text(re.compile(r"Added and indexed.*brief\.pdf"),
+                                                           timeout=TIMEOUT_MS)
     page.get_by_role("tab", name="Chat").click()
     reply = chat_ask(page, PDF_QUESTION)
     expect(reply.locator(".qa-answer mark")).to_contain_text("Lindqvist")
@@ -372,6 +376,37 @@ def test_page_cites_a_pdf_by_the_quotes_page_and_line(page, tmp_path):
     expect(source.locator("summary")).to_contain_text("uploads/brief.pdf p. 2, line 3")  # the quote's page and line
     expect(source.locator(".qa-passage mark")).to_have_text(PDF_FACT)
     shot(page, "pdf-page-line.png")
+
+
+def test_page_cites_a_docx_at_the_quotes_line_under_its_heading(page, tmp_path):
+    from playwright.sync_api import expect
+
+    from helpers_core import make_docx
+
+    memo = make_docx(tmp_path / "memo.docx", [
+        (0, "Harbour memo"),  # line 1
+        "Prepared for the port desk.",  # 2
+        (1, "Silo sales"),  # 3
+        [("Silo", "Capacity"), ("Brindle", "40,000 t")],  # 4, 5: a table, one line a row
+        "Grain prices fell in May.",  # 6
+        DOCX_FACT,  # 7
+        "The sale closed in June.",  # 8
+    ])
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#upload input[type=file]").set_input_files(str(memo))
+    # this upload's own message: the one before (the PDF's) also says "Added and indexed"
+    expect(page.locator("#upload-status")).to_contain_text(re.compile(r"Added and indexed.*memo\.docx"),
+                                                           timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Chat").click()
+    reply = chat_ask(page, DOCX_QUESTION)
+    expect(reply.locator(".qa-answer mark")).to_contain_text("Ketterman")
+    reply.locator(".qa-answer a.qa-ref").click()
+    source = reply.locator("details.qa-src-1")
+    expect(source.locator("summary")).to_contain_text("uploads/memo.docx:7")  # the quote's line, not the passage's
+    expect(source.locator("summary")).not_to_contain_text("p. ")  # a Word file has no pages to cite
+    expect(source.locator(".qa-section")).to_have_text("§ Silo sales")  # the section it stands under
+    expect(source.locator(".qa-passage mark")).to_have_text(DOCX_FACT)
+    shot(page, "docx-line.png")
 
 
 def test_a_file_dropped_into_the_corpus_is_answerable_without_restart(page, server):
