@@ -355,6 +355,23 @@ def test_page_upload_then_remove_it(page, server, tmp_path):
     shot(page, "upload-removed.png")
 
 
+def upload_and_open_source(page, path: Path, question: str, answer: str):
+    """Upload ``path`` on the Documents tab, ask ``question`` in the chat, check the marked answer
+    holds ``answer``, follow its ``[1]`` and return the opened source's locator."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    # this upload's own message: an earlier upload's also says "Added and indexed"
+    expect(page.locator("#upload-status")).to_contain_text(
+        re.compile(rf"Added and indexed.*{re.escape(path.name)}"), timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Chat").click()
+    reply = chat_ask(page, question)
+    expect(reply.locator(".qa-answer mark")).to_contain_text(answer)
+    reply.locator(".qa-answer a.qa-ref").click()
+    return reply.locator("details.qa-src-1")
+
+
 def test_page_cites_a_pdf_by_the_quotes_page_and_line(page, tmp_path):
     from playwright.sync_api import expect
 
@@ -364,15 +381,7 @@ def test_page_cites_a_pdf_by_the_quotes_page_and_line(page, tmp_path):
         ["Quarterly brief", "The harbour authority met in March.", "Nothing else was decided."],
         ["Shipping", "Cargo volumes rose slightly.", PDF_FACT, "The sale closed in June."],
     ], title="Quarterly brief")
-    page.get_by_role("tab", name="Documents").click()
-    page.locator("#upload input[type=file]").set_input_files(str(pdf))
-    expect(page.locator("#upload-status")).to_contain_text(re.compile(r"Added and indexed.*brief\.pdf"),
-                                                           timeout=TIMEOUT_MS)
-    page.get_by_role("tab", name="Chat").click()
-    reply = chat_ask(page, PDF_QUESTION)
-    expect(reply.locator(".qa-answer mark")).to_contain_text("Lindqvist")
-    reply.locator(".qa-answer a.qa-ref").click()
-    source = reply.locator("details.qa-src-1")
+    source = upload_and_open_source(page, pdf, PDF_QUESTION, "Lindqvist")
     expect(source.locator("summary")).to_contain_text("uploads/brief.pdf p. 2, line 3")  # the quote's page and line
     expect(source.locator(".qa-passage mark")).to_have_text(PDF_FACT)
     shot(page, "pdf-page-line.png")
@@ -392,16 +401,7 @@ def test_page_cites_a_docx_at_the_quotes_line_under_its_heading(page, tmp_path):
         DOCX_FACT,  # 7
         "The sale closed in June.",  # 8
     ])
-    page.get_by_role("tab", name="Documents").click()
-    page.locator("#upload input[type=file]").set_input_files(str(memo))
-    # this upload's own message: the one before (the PDF's) also says "Added and indexed"
-    expect(page.locator("#upload-status")).to_contain_text(re.compile(r"Added and indexed.*memo\.docx"),
-                                                           timeout=TIMEOUT_MS)
-    page.get_by_role("tab", name="Chat").click()
-    reply = chat_ask(page, DOCX_QUESTION)
-    expect(reply.locator(".qa-answer mark")).to_contain_text("Ketterman")
-    reply.locator(".qa-answer a.qa-ref").click()
-    source = reply.locator("details.qa-src-1")
+    source = upload_and_open_source(page, memo, DOCX_QUESTION, "Ketterman")
     expect(source.locator("summary")).to_contain_text("uploads/memo.docx:7")  # the quote's line, not the passage's
     expect(source.locator("summary")).not_to_contain_text("p. ")  # a Word file has no pages to cite
     expect(source.locator(".qa-section")).to_have_text("§ Silo sales")  # the section it stands under
