@@ -355,7 +355,9 @@ def _read_html(raw: str, deadline: _Deadline | None = None
     without scripts, styles, templates or <head>, block elements on their own lines, entities
     decoded once; the lines of <h1>-<h6> text are the headings (a heading's own line breaks fold
     into spaces, as a browser shows them), None when the page marks none."""
-    raw = raw.replace(_MARK, "")  # as browsers do with a NUL in a page's text
+    # As browsers do: a NUL in a page's text is dropped, CR LF and lone CRs are line feeds
+    # (load_document's own CR rewrite would otherwise break a heading's line in two).
+    raw = raw.replace(_MARK, "").replace("\r\n", "\n").replace("\r", "\n")
     parts: list[str] = []
     title = heading = None
     heading_tag, heading_depth, heading_parts, heading_len = None, 0, [], 0

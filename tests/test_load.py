@@ -113,6 +113,11 @@ def test_html_headings_are_the_h1_to_h6_lines(tmp_path):
     assert [doc.text[s:e] for s, e in doc.headings] == [
         "Drone Trade Review", "Iran-Russia drone trade routes", "where the drones are unloaded"]
     assert "Paid In Gold Bars" in doc.text.split("\n")  # a short capitalised <p>: text, not a heading
+    for newline in ("\r\n", "\r"):  # Windows and old Mac line ends: the same text, the same offsets
+        other = _load_one(tmp_path, "review.html", HEADED_PAGE.replace("\n", newline))
+        assert (other.text, other.headings) == (doc.text, doc.headings)
+    cr = _load_one(tmp_path, "cr.html", "<h2>Drone\rroutes</h2><p>Text.</p>")  # a CR inside a heading
+    assert (cr.text, cr.headings) == ("Drone routes\n\nText.", ((0, 12),))
 
 
 def test_html_passages_carry_their_heading_and_never_end_on_one(tmp_path):
