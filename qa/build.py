@@ -24,7 +24,7 @@ from qa.index import Index, Log, load_index, read_passages, stderr_log
 from qa.load import corpus_files, doc_id, file_sha256, load_document
 from qa.digests import STAT_FIELDS, stat_of
 from qa.manifest import FORMAT_VERSION, hash_file, index_signature, model_key, read_manifest, staleness
-from qa.split import index_text, split_document
+from qa.split import dense_text, index_text, split_document
 from qa.storage import (IndexWriteError, atomic_write, current_generation, drop_old_generations, drop_unused,
                         fsync_files, locked, publish, writing)
 from qa.protocols import TextEncoder
@@ -147,7 +147,8 @@ def build_index(
         sentence_keys, sentence_texts, sentence_ptr, sentence_rows = _sentence_table(passages)
         lap("sentences")
         cache_dir = _cache_dir(settings)
-        vectors, live = _vectors(settings, encoder, passages, sentence_keys, sentence_texts, sentence_ptr,
+        titles = {d: meta["title"] for d, meta in docs_meta.items()}
+        vectors, live = _vectors(settings, encoder, passages, titles, sentence_keys, sentence_texts, sentence_ptr,
                                  sentence_rows, progress, log)
         passage_vecs = vectors[: len(passages)].astype(np.float32)
         sentence_vecs = vectors[len(passages) :].astype(np.float16)
@@ -156,7 +157,6 @@ def build_index(
         t_enc = time.perf_counter()
         dense = build_faiss(passage_vecs, settings)
         lap("faiss")
-        titles = {d: meta["title"] for d, meta in docs_meta.items()}
         tokens = [tokenize(index_text(p, titles[p.doc])) for p in passages]  # title and heading in every passage
         lap("tokenize")
         bm25 = build_bm25(tokens, k1=settings.bm25_k1, b=settings.bm25_b)
@@ -210,26 +210,27 @@ def warm_cache(settings: Settings, docs: list[Document], *, encoder=None, log: L
     passages = [p for doc in docs for p in split_document(doc, settings.sentences_per_passage, settings.overlap)]
     written: list[Path] = []
     if passages:
-        _vectors(settings, encoder or indexing_encoder(settings), passages, *_sentence_table(passages), progress,
-                 log, upload=True, written=written)
+        _vectors(settings, encoder or indexing_encoder(settings), passages, {d.id: d.title for d in docs},
+                 *_sentence_table(passages), progress, log, upload=True, written=written)
     return written
 
 
-def _vectors(settings: Settings, encoder, passages: list[Passage], sentence_keys: list[str],
-             sentence_texts: list[str], sentence_ptr: np.ndarray, sentence_rows: np.ndarray, progress: bool,
-             log: Log, **upload) -> tuple[np.ndarray, set[str]]:
-    """The passage vectors, then the sentence rows' (``settings.sentence_vectors``: pooled or encoded),
-    through the embedding cache; and the cache keys to keep when it is compacted."""
+def _vectors(settings: Settings, encoder, passages: list[Passage], titles: Mapping[str, str],
+             sentence_keys: list[str], sentence_texts: list[str], sentence_ptr: np.ndarray, sentence_rows: np.ndarray,
+             progress: bool, log: Log, **upload) -> tuple[np.ndarray, set[str]]:
+    """The passage vectors (of each passage with its context: ``settings.dense_context``, ``titles`` by
+    document), then the sentence rows' (``settings.sentence_vectors``: pooled or encoded), through the
+    embedding cache; and the cache keys to keep when it is compacted."""
     cache_dir = _cache_dir(settings)
+    inputs = [dense_text(p, titles[p.doc], settings.dense_context) for p in passages]
     if settings.sentence_vectors == "pooled":
-        the_plan = plan(passages, sentence_ptr, sentence_rows)
-        vectors = encode_pooled_cached(encoder, passages, the_plan, cache_dir, settings.batch_size, progress, log,
-                                       **upload)
+        the_plan = plan(passages, inputs, sentence_ptr, sentence_rows)
+        vectors = encode_pooled_cached(encoder, the_plan, cache_dir, settings.batch_size, progress, log, **upload)
         # every span pooled, whether or not it is a sentence row's, stays cached
-        return vectors, {p.key for p in passages}.union(*the_plan.span_keys)
-    keys = [p.key for p in passages] + sentence_keys
-    vectors = encode_cached(encoder, [p.text for p in passages] + sentence_texts, keys, cache_dir,
-                            settings.batch_size, progress, log, **upload)
+        return vectors, set(the_plan.keys).union(*the_plan.span_keys)
+    keys = [text_key(t) for t in inputs] + sentence_keys
+    vectors = encode_cached(encoder, inputs + sentence_texts, keys, cache_dir, settings.batch_size, progress, log,
+                            **upload)
     return vectors, set(keys)
 
 

@@ -29,6 +29,7 @@ FAISS_KINDS = ("auto", *FAISS_BUILT)
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("fp32", "bf16", "int8")
 SENTENCE_VECTORS = ("pooled", "encoded")  # see qa.vectors
+DENSE_CONTEXTS = ("none", "title,heading")  # see qa.split.dense_text
 SAVED_SETTINGS_FILE = "settings.json"  # inside the index folder
 MAX_QUESTION_CHARS = 2000
 UPLOADS = "uploads"  # the page's uploads go into this folder inside the corpus folder (git-ignored)
@@ -70,6 +71,8 @@ class IndexSettings(Location):
     sentence_vectors: str = knob("pooled", "sentence vectors: pooled from the passage's own forward pass (one "
                                  "encoding per passage), or each sentence encoded on its own (about twice the "
                                  "encoding)", choices=SENTENCE_VECTORS)
+    dense_context: str = knob("none", "what the encoder sees with each passage: its document's title and section "
+                              "heading on a first line, or nothing (BM25 always sees both)", choices=DENSE_CONTEXTS)
     faiss: str = knob("auto", "dense index type (auto: exact below --hnsw-min passages, HNSW above)",
                       choices=FAISS_KINDS)
     hnsw_min: int = knob(50_000, "passages from which auto picks HNSW", low=1)

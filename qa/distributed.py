@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from qa.config import Settings
-from qa.datatypes import Passage, QAError
+from qa.datatypes import QAError
 from qa.index import Log, stderr_log
 
 ENCODE_BATCH = 64  # passages per actor call: two encoder batches, so Ray's per-call overhead is spread thin
@@ -66,14 +66,16 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def _split(batch: dict, corpus: str, sentences_per_passage: int, overlap: int, cached_ref) -> dict:
-    """Ray task: a batch of document paths -> the passages (as ``qa.split`` cuts them) whose vectors,
-    or any of whose pooled sentence vectors, the cache (the set of keys in ``cached_ref``) lacks."""
+def _split(batch: dict, corpus: str, sentences_per_passage: int, overlap: int, context: str, cached_ref) -> dict:
+    """Ray task: a batch of document paths -> the encoder inputs of the passages (as ``qa.split`` cuts
+    them, with their ``context``: ``qa.split.dense_text``) whose vectors, or any of whose pooled sentence
+    vectors, the cache (the set of keys in ``cached_ref``) lacks."""
     import ray
 
+    from qa.datatypes import text_key
     from qa.load import load_document
-    from qa.split import split_document
-    from qa.vectors import span_key
+    from qa.split import dense_text, split_document
+    from qa.vectors import input_spans, span_key
 
     cached = ray.get(cached_ref[0])  # in a list: Ray passes a bare ObjectRef argument of a UDF as is
     rows: dict[str, list] = {"text": [], "spans": []}
@@ -83,10 +85,11 @@ def _split(batch: dict, corpus: str, sentences_per_passage: int, overlap: int, c
         except QAError:
             continue  # skipped with a warning by the local build that follows
         for p in split_document(doc, sentences_per_passage, overlap):
-            spans = [(s - p.start, e - p.start) for s, e in p.sentences]
-            if p.key in cached and all(span_key(p.key, a, b) in cached for a, b in spans):
+            text = dense_text(p, doc.title, context)
+            spans, key = input_spans(p, text), text_key(text)
+            if key in cached and all(span_key(key, a, b) in cached for a, b in spans):
                 continue
-            rows["text"].append(p.text)
+            rows["text"].append(text)
             rows["spans"].append(json.dumps(spans))
     return {k: np.asarray(v, dtype=object) for k, v in rows.items()}
 
@@ -104,16 +107,16 @@ class _Encoder:
         self.fail_marker = fail_marker
 
     def __call__(self, batch: dict) -> dict:
+        from qa.datatypes import text_key
         from qa.vectors import pooled_shard, span_key
 
         texts = batch["text"].tolist()
         if self.fail_marker and os.path.exists(self.fail_marker):  # tests: this worker dies mid-batch, once
             os.unlink(self.fail_marker)
             os._exit(1)
-        passages = [Passage("", 0, 0, len(t), 0, t, ()) for t in texts]  # only their texts and keys are used
         spans = [[tuple(s) for s in json.loads(js)] for js in batch["spans"].tolist()]
-        keys, vecs = pooled_shard(self.encoder, passages, spans,
-                                  [[span_key(p.key, *s) for s in sp] for p, sp in zip(passages, spans)],
+        keys, vecs = pooled_shard(self.encoder, texts, spans,
+                                  [[span_key(text_key(t), *s) for s in sp] for t, sp in zip(texts, spans)],
                                   self.batch_size)
         return {"key": np.asarray(keys, dtype=object), "vec": vecs}
 
@@ -153,7 +156,8 @@ def _prefill(settings: Settings, corpus: Path, files: list[Path], workers: int |
     ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=len(files))
     # reading and splitting are light next to encoding: tasks that reserve no CPU, so they run
     # beside the encoder actors, which hold one CPU each
-    ds = ds.map_batches(_split, fn_args=(str(corpus), settings.sentences_per_passage, settings.overlap, [cached]),
+    ds = ds.map_batches(_split, fn_args=(str(corpus), settings.sentences_per_passage, settings.overlap,
+                                          settings.dense_context, [cached]),
                         batch_size=1, batch_format="numpy", num_cpus=0)
     # Ray Data restarts a dead actor and retries its batch (max_restarts and max_task_retries -1
     # are its defaults for actor pools): a worker lost mid-build costs only the batch it held.

@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-from qa.datatypes import Passage
 from qa.progress import progress
 from qa.protocols import TextEncoder
 from qa.storage import atomic_write, writing
@@ -64,22 +63,21 @@ def encode_cached(encoder: TextEncoder, texts: list[str], keys: list[str], cache
     return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
 
 
-def encode_pooled_cached(encoder, passages: list[Passage], plan: Plan, cache_dir: Path, batch_size: int,
-                         show_progress: bool, log: Log, *, upload: bool = False,
-                         written: list[Path] | None = None) -> np.ndarray:
-    """The passage vectors, then the pooled vectors of every sentence row (``plan.row_keys``), taking
-    what the cache has and encoding the other passages (one forward pass each, ``qa.vectors``) into it,
-    a shard of ``POOLED_SHARD`` passages at a time. ``upload`` and ``written`` as in ``encode_cached``."""
+def encode_pooled_cached(encoder, plan: Plan, cache_dir: Path, batch_size: int, show_progress: bool, log: Log, *,
+                         upload: bool = False, written: list[Path] | None = None) -> np.ndarray:
+    """The passage vectors (``plan.keys``), then the pooled vectors of every sentence row (``plan.row_keys``),
+    taking what the cache has and encoding the other inputs (one forward pass each, ``qa.vectors``) into
+    it, a shard of ``POOLED_SHARD`` passages at a time. ``upload`` and ``written`` as in ``encode_cached``."""
     cache = read_cache(cache_dir, dim=int(encoder.dim))
-    missing = plan.missing(passages, cache.__contains__)
-    keys = [p.key for p in passages] + plan.row_keys
+    missing = plan.missing(cache.__contains__)
+    keys = plan.keys + plan.row_keys
     if missing:
-        _announce(log, len(missing), len(passages), len(plan.first), "passages", POOLED_RATE)
+        _announce(log, len(missing), len(plan.keys), len(plan.texts), "passages", POOLED_RATE)
         bar = progress(total=len(missing), desc="encoding", enabled=show_progress)
         try:
             for at in range(0, len(missing), POOLED_SHARD):
                 chunk = missing[at : at + POOLED_SHARD]
-                chunk_keys, vecs = pooled_shard(encoder, [passages[plan.first[j]] for j in chunk],
+                chunk_keys, vecs = pooled_shard(encoder, [plan.texts[j] for j in chunk],
                                                 [plan.spans[j] for j in chunk], [plan.span_keys[j] for j in chunk],
                                                 batch_size)
                 shard = write_shard(cache_dir, chunk_keys, vecs, prefix=UPLOAD_PREFIX if upload else SHARD_PREFIX)

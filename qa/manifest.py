@@ -37,6 +37,7 @@ def index_signature(settings: Settings) -> dict:
         "hnsw_min": settings.hnsw_min if settings.faiss == "auto" else None,
         "hnsw_m": settings.hnsw_m,
         "sentence_vectors": settings.sentence_vectors,
+        "dense_context": settings.dense_context,
         "bm25_k1": settings.bm25_k1,
         "bm25_b": settings.bm25_b,
     }

@@ -200,10 +200,21 @@ def split_document(doc: Document, sentences_per_passage: int = 4, overlap: int =
 
 def index_text(passage: Passage, title: str) -> str:
     """What BM25 sees of a passage: the document's title and the section heading, then the
-    passage. The citation and the quote are the passage's own text only, and so is the passage
-    vector (its sentence spans are pooled from it). On SciFact, BM25 with the title and heading
-    in every passage scores nDCG@10 0.674 against 0.644 without them (benchmarks/bm25_sweep.py)."""
+    passage. The citation and the quote are the passage's own text only. On SciFact, BM25 with the
+    title and heading in every passage scores nDCG@10 0.674 against 0.644 without them
+    (benchmarks/bm25_sweep.py)."""
     return "\n".join(part for part in (title, passage.heading, passage.text) if part)
+
+
+def dense_text(passage: Passage, title: str, context: str) -> str:
+    """What the encoder sees of a passage (``Settings.dense_context``): ``title,heading``, a first line
+    "title — heading" (either alone when the other is empty or the same), then the passage; ``none``,
+    the passage alone. The passage always ends it, so its character ``o`` is the input's
+    ``o + len(input) - len(passage.text)`` (``qa.vectors`` pools its sentences there)."""
+    if context == "none":
+        return passage.text
+    head = " — ".join(dict.fromkeys(part for part in (title.strip(), passage.heading.strip()) if part))
+    return f"{head}\n{passage.text}" if head else passage.text
 
 
 def _blocks(text: str, heading_starts: set[int] | frozenset = frozenset()) -> list[tuple[int, int]]:

@@ -10,8 +10,15 @@ they are made is ``Settings.sentence_vectors``:
   instead of about two passages' worth (the passage and its ~3 own sentences, one by one), for
   0.2-0.3 points of hybrid Recall@5 on SQuAD dev (README, "Indexing speed").
   A sentence shared by two overlapping passages is pooled from the first. Its vector depends on
-  the passage around it, so it is cached under the passage's key and its span.
+  the passage around it, so it is cached under the key of the passage's encoder input and its span.
+
 - ``encoded``: every sentence encoded on its own (cached by its text), the older path.
+
+The encoder input of a passage is the passage with its context (``Settings.dense_context``,
+``qa.split.dense_text``): its document's title and section heading on a first line, or nothing.
+Its vector is cached under that input's key, so another context means other vectors; the
+sentence spans are shifted past the context, and pool the sentence's own tokens only (which have
+seen the context).
 
 An encoder that cannot pool (the torch backend, test doubles) encodes pooled sentences on their own,
 stored under the same keys. ``qa.embcache.encode_pooled_cached`` runs a plan through the cache;
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qa.datatypes import Passage
+from qa.datatypes import Passage, text_key
 
 # A pooled sentence vector carries its passage's context, which the passage vector already ranks by;
 # this much of the (unit) passage vector is taken out of the (unit) pooled one before normalising.
@@ -37,46 +44,61 @@ POOLING_VERSION = 1  # in the cache keys of pooled vectors: bump when how they a
 
 @dataclass
 class Plan:
-    """What a pooled build encodes: each distinct passage text once (``first[j]``: the index of its first
-    passage) with the spans, relative to its text, of all its sentences and their cache keys; and the
-    cache key of each sentence row of the sentence table (pooled from the first passage holding it)."""
+    """What a pooled build encodes: each distinct encoder input once (``texts``: a passage with its
+    context, ``qa.split.dense_text``) with the spans, relative to it, of all its sentences and their
+    cache keys; the cache key of each passage's vector (``keys``, one per passage) and of each sentence
+    row of the sentence table (pooled from the first passage holding it)."""
 
-    first: list[int]
+    texts: list[str]
     spans: list[list[tuple[int, int]]]
     span_keys: list[list[str]]
+    keys: list[str]
     row_keys: list[str]
 
-    def missing(self, passages: Sequence[Passage], cached: Callable[[str], bool]) -> list[int]:
-        """The items (indices into ``first``) whose passage vector or any span vector is not cached."""
-        return [j for j, i in enumerate(self.first)
-                if not cached(passages[i].key) or not all(cached(k) for k in self.span_keys[j])]
+    def missing(self, cached: Callable[[str], bool]) -> list[int]:
+        """The items (indices into ``texts``) whose vector or any span vector is not cached."""
+        return [j for j, t in enumerate(self.texts)
+                if not cached(text_key(t)) or not all(cached(k) for k in self.span_keys[j])]
 
 
-def span_key(passage_key: str, start: int, end: int) -> str:
-    """Cache key of the vector pooled over characters ``start:end`` of the passage with ``passage_key``."""
-    return f"{passage_key}@{POOLING_VERSION}:{start}-{end}"
+def span_key(input_key: str, start: int, end: int) -> str:
+    """Cache key of the vector pooled over characters ``start:end`` of the encoder input whose
+    ``text_key`` is ``input_key``."""
+    return f"{input_key}@{POOLING_VERSION}:{start}-{end}"
 
 
-def plan(passages: Sequence[Passage], sentence_ptr: np.ndarray, sentence_rows: np.ndarray) -> Plan:
-    """The pooled encoding of ``passages`` and their sentence table (``qa.index``'s ptr and rows)."""
+def input_spans(passage: Passage, text: str) -> list[tuple[int, int]]:
+    """The passage's sentences as character spans of ``text``, its encoder input, which ends with the
+    passage (``qa.split.dense_text``): after the context the input puts before it."""
+    shift = len(text) - len(passage.text) - passage.start
+    return [(s + shift, e + shift) for s, e in passage.sentences]
+
+
+def plan(passages: Sequence[Passage], inputs: Sequence[str], sentence_ptr: np.ndarray,
+         sentence_rows: np.ndarray) -> Plan:
+    """The pooled encoding of ``passages``, each seen by the encoder as ``inputs[i]``
+    (``qa.split.dense_text``), and of their sentence table (``qa.index``'s ptr and rows)."""
     n_rows = int(sentence_rows.max()) + 1 if len(sentence_rows) else 0
     row_keys = [""] * n_rows
     item_of: dict[str, int] = {}
-    first: list[int] = []
+    texts: list[str] = []
+    keys: list[str] = []
     spans: list[list[tuple[int, int]]] = []
-    for i, p in enumerate(passages):
-        own = [(s - p.start, e - p.start) for s, e in p.sentences]
-        j = item_of.get(p.key)
+    for i, (p, text) in enumerate(zip(passages, inputs, strict=True)):
+        own = input_spans(p, text)
+        key = text_key(text)
+        keys.append(key)
+        j = item_of.get(key)
         if j is None:
-            j = item_of[p.key] = len(first)
-            first.append(i)
+            j = item_of[key] = len(texts)
+            texts.append(text)
             spans.append([])
         spans[j].extend(span for span in own if span not in spans[j])  # a text split two ways: both
         for span, row in zip(own, sentence_rows[sentence_ptr[i] : sentence_ptr[i + 1]].tolist()):
             if not row_keys[row]:
-                row_keys[row] = span_key(p.key, *span)
-    span_keys = [[span_key(passages[i].key, *span) for span in sp] for i, sp in zip(first, spans)]
-    return Plan(first, spans, span_keys, row_keys)
+                row_keys[row] = span_key(key, *span)
+    span_keys = [[span_key(text_key(t), *span) for span in sp] for t, sp in zip(texts, spans)]
+    return Plan(texts, spans, span_keys, keys, row_keys)
 
 
 def encode_passages(encoder, texts: list[str], spans: list[list[tuple[int, int]]],
@@ -103,14 +125,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def pooled_shard(encoder, passages: Sequence[Passage], spans: list[list[tuple[int, int]]],
+def pooled_shard(encoder, texts: list[str], spans: list[list[tuple[int, int]]],
                  span_keys: list[list[str]], batch_size: int) -> tuple[list[str], np.ndarray]:
-    """The cache entries (keys, float16 vectors) of ``passages``: each passage's vector, then its pooled spans."""
-    vectors, pooled = encode_passages(encoder, [p.text for p in passages], spans, batch_size)
+    """The cache entries (keys, float16 vectors) of the encoder inputs ``texts``: each one's vector
+    (under its ``text_key``), then its pooled spans."""
+    vectors, pooled = encode_passages(encoder, texts, spans, batch_size)
     keys: list[str] = []
     rows: list[np.ndarray] = []
-    for p, v, ks, sv in zip(passages, vectors, span_keys, pooled):
-        keys.append(p.key)
+    for t, v, ks, sv in zip(texts, vectors, span_keys, pooled):
+        keys.append(text_key(t))
         rows.append(v[None, :])
         keys.extend(ks)
         rows.append(sv.reshape(len(ks), -1))

@@ -77,6 +77,18 @@ def test_distributed_build_is_the_local_build(local_ray, local_build, tmp_path):
     assert_same_index(load_index(settings), local_build)
 
 
+def test_distributed_build_encodes_the_passages_with_their_context(local_ray, tmp_path):
+    """--dense-context title,heading: the workers encode what a local build encodes (its cache keys),
+    so the local step after them encodes nothing and gives the local build's index."""
+    settings = corpus_at(tmp_path / "ray").replace(dense_context="title,heading")
+    log: list[str] = []
+    qd.build_index_ray(settings, workers=2, log=log.append, progress=False)
+    assert not [m for m in log if m.startswith("index: encoding")]
+    local = corpus_at(tmp_path / "local").replace(dense_context="title,heading")
+    build_index(local, log=lambda m: None, progress=False, encoder=real_encoder())
+    assert_same_index(load_index(settings), load_index(local))
+
+
 def test_a_killed_worker_loses_only_its_batch(local_ray, local_build, tmp_path, monkeypatch):
     settings = corpus_at(tmp_path)
     marker = tmp_path / "kill-one-worker"
