@@ -20,10 +20,12 @@ from qa.config import Settings
 from qa.datatypes import Document, Passage, QAError, text_key
 from qa.dense import build_faiss, faiss_kind, write_faiss
 from qa.embcache import compact_cache, encode_cached, encode_pooled_cached
-from qa.index import Index, Log, load_index, read_passages, stderr_log
-from qa.load import corpus_files, doc_id, file_sha256, load_document
+from qa.index import Index, Log, load_index, stderr_log
+from qa.load import corpus_files, doc_id, load_document
 from qa.digests import STAT_FIELDS, stat_of
-from qa.manifest import FORMAT_VERSION, hash_file, index_signature, model_key, read_manifest, staleness
+from qa.manifest import (FORMAT_VERSION, check_files, hash_file, index_signature, model_key, read_manifest,
+                         record_files, staleness)
+from qa.passages import open_passages, write_passages
 from qa.split import dense_text, index_text, split_document
 from qa.storage import (IndexWriteError, atomic_write, current_generation, drop_old_generations, drop_unused,
                         fsync_files, locked, publish, writing)
@@ -253,10 +255,9 @@ def _reusable(folder: Path, signature: dict, rebuild: bool) -> tuple[dict | None
         if manifest is None or manifest.get("signature") != signature:
             return None, {}
         gen = current_generation(folder)
-        if file_sha256(gen / "passages.json") != manifest["files"]["passages.json"]:
-            return None, {}  # damaged: never carry its passages into a new generation
+        check_files(folder, gen, manifest)  # damaged: never carry its passages into a new generation
         by_doc: dict[str, list[Passage]] = {}
-        for p in read_passages(gen):
+        for p in open_passages(gen, manifest["docs"]):
             by_doc.setdefault(p.doc, []).append(p)
         return manifest, by_doc
     except (QAError, OSError, ValueError, KeyError, TypeError):
@@ -313,20 +314,7 @@ def keep_fitted(folder: Path, gen: Path, model: str) -> None:
 
 def write_generation(folder: Path, manifest: dict, passages: list[Passage], dense, bm25: BM25,
                      sentence_vecs: np.ndarray, sentence_ptr: np.ndarray, sentence_rows: np.ndarray) -> None:
-    columns = {
-        "doc": [p.doc for p in passages],
-        "ordinal": [p.ordinal for p in passages],
-        "start": [p.start for p in passages],
-        "end": [p.end for p in passages],
-        "line": [p.line for p in passages],
-        "text": [p.text for p in passages],
-        "sentences": [[list(s) for s in p.sentences] for p in passages],
-        "page": [p.page for p in passages],
-        "page_line": [p.page_line for p in passages],
-        "heading": [p.heading for p in passages],
-    }
-    with writing(folder / "passages.json"):
-        (folder / "passages.json").write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
+    write_passages(folder, passages)
     with writing(folder / "dense.faiss"):
         write_faiss(dense, folder / "dense.faiss")
     with writing(folder / "sentences.npy"):
@@ -338,7 +326,8 @@ def write_generation(folder: Path, manifest: dict, passages: list[Passage], dens
     except OSError as e:
         vocab = folder / "bm25_vocab.json"
         raise IndexWriteError(vocab if vocab.exists() else folder / "bm25.npz", e) from e
-    manifest["files"] = {f.name: file_sha256(f) for f in sorted(folder.iterdir())}
+    with writing(folder):
+        manifest.update(record_files(folder))
     with writing(folder / "manifest.json"):
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     fsync_files(folder)

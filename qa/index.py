@@ -7,13 +7,12 @@ Every file is checked on load; a bad one is a one-line ``QAError`` naming it.
 
 from __future__ import annotations
 
-import json
 import sys
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -21,11 +20,10 @@ from qa.bm25 import BM25, load_bm25
 from qa.config import Settings
 from qa.datatypes import Passage, QAError
 from qa.dense import read_faiss
-from qa.load import file_sha256
-from qa.manifest import GENERATION_FILES, read_manifest, read_manifest_of, staleness
+from qa.manifest import check_files, read_manifest, read_manifest_of, staleness
+from qa.passages import JSON_FILE, PASSAGE_FILES, ROWS, open_passages, read_json_passages
 from qa.storage import damaged, with_current
 
-PASSAGE_COLUMNS = ("doc", "ordinal", "start", "end", "line", "text", "sentences", "page", "page_line", "heading")
 Log = Callable[[str], None]
 
 
@@ -35,7 +33,7 @@ class Index:
 
     folder: Path
     manifest: dict
-    passages: list[Passage]
+    passages: Sequence[Passage]  # a qa.passages.PassageStore (a list for an index of format 4 or older)
     dense: object  # faiss.Index over passage embeddings
     bm25: BM25
     sentence_vectors: np.ndarray  # (n_sentences, dim) float16, memory-mapped
@@ -86,37 +84,32 @@ def load_index(settings: Settings, *, verify: bool = True) -> Index:
 
 
 def _load_generation(folder: Path, gen: Path, manifest: dict, settings: Settings, verify: bool) -> Index:
-    """Read and check every file of ``gen``; QAError naming the first bad one."""
-    if verify:
-        for name in GENERATION_FILES:
-            try:
-                digest = file_sha256(gen / name)
-            except FileNotFoundError:
-                raise damaged(folder, f"{name} is missing") from None
-            except OSError as e:
-                raise damaged(folder, f"{name} is unreadable: {e.strerror or e}") from None
-            if digest != manifest["files"][name]:
-                raise damaged(folder, f"{name} was modified")
-    else:
-        for name in GENERATION_FILES:
-            if not (gen / name).is_file():
-                raise damaged(folder, f"{name} is missing")
-    name = "passages.json"
+    """Open and check every file of ``gen``; QAError naming the first bad one. The passages, the
+    sentence vectors and the FAISS index are memory-mapped: nothing is read until a query needs it."""
+    check_files(folder, gen, manifest, verify=verify)
+    name = pfile = JSON_FILE if JSON_FILE in manifest["files"] else ROWS  # named when another file disagrees
     try:
-        passages = read_passages(gen)
-        if len(passages) != manifest["passages"] or any(p.doc not in manifest["docs"] for p in passages):
-            raise ValueError("passages.json does not match manifest.json")
+        if pfile == JSON_FILE:
+            passages: Sequence[Passage] = read_json_passages(gen)
+            if any(p.doc not in manifest["docs"] for p in passages):
+                raise ValueError(f"{name} does not match manifest.json")
+            counts = np.array([len(p.sentences) for p in passages], dtype=np.int64)
+        else:
+            passages = open_passages(gen, manifest["docs"])
+            counts = passages.sentence_counts()
+        if len(passages) != manifest["passages"]:
+            raise ValueError(f"{name} does not match manifest.json")
         name = "dense.faiss"
         dense = read_faiss(gen / name, manifest["faiss"], settings)
         if dense.ntotal != len(passages) or dense.d != manifest["model"]["dim"]:
-            raise ValueError("dense.faiss does not match passages.json")
+            raise ValueError(f"dense.faiss does not match {pfile}")
         name = "bm25.npz"
         try:
             bm25 = load_bm25(gen)
         except QAError:
             raise ValueError("bm25.npz or bm25_vocab.json is unreadable") from None
         if bm25.n_docs != len(passages):
-            raise ValueError("bm25.npz does not match passages.json")
+            raise ValueError(f"bm25.npz does not match {pfile}")
         name = "sentences.npy"
         sentence_vecs = np.load(gen / name, mmap_mode="r")
         if sentence_vecs.shape != (manifest["sentences"], dense.d) or sentence_vecs.dtype != np.float16:
@@ -126,52 +119,20 @@ def _load_generation(folder: Path, gen: Path, manifest: dict, settings: Settings
             ptr, rows = table["ptr"], table["rows"]
         if not (ptr.ndim == rows.ndim == 1 and ptr.dtype.kind == rows.dtype.kind == "i"
                 and len(ptr) == len(passages) + 1 and ptr[0] == 0 and ptr[-1] == len(rows)
-                and bool(np.all(np.diff(ptr) >= 0))
                 and (not len(rows) or 0 <= int(rows.min()) <= int(rows.max()) < len(sentence_vecs))
-                and np.array_equal(np.diff(ptr), [len(p.sentences) for p in passages])):
-            raise ValueError("sentence_table.npz does not match passages.json")
+                and np.array_equal(np.diff(ptr), counts)):
+            raise ValueError(f"sentence_table.npz does not match {pfile}")
     except QAError:
         raise
-    except FileNotFoundError:
-        raise damaged(folder, f"{name} is missing") from None
+    except FileNotFoundError as e:
+        raise damaged(folder, f"{Path(e.filename or name).name} is missing") from None
     except ValueError as e:
         what = str(e)
-        raise damaged(folder, what if what.startswith(name) else f"{name} is unreadable") from None
+        raise damaged(folder, what if what.split(" ", 1)[0] in (name, *PASSAGE_FILES) else f"{name} is unreadable") from None
     except (OSError, KeyError, TypeError, RuntimeError, EOFError, IndexError, AttributeError, RecursionError,
             zipfile.BadZipFile):
         raise damaged(folder, f"{name} is unreadable") from None
     return Index(gen, manifest, passages, dense, bm25, sentence_vecs, ptr, rows)
-
-
-def read_passages(gen: Path) -> list[Passage]:
-    """The passages, sharing equal values: one doc-id string per document, one (start, end)
-    tuple per sentence (neighbours overlap by a sentence), one int object per offset.
-    ValueError when passages.json is not the columns a build writes."""
-    c = json.loads((gen / "passages.json").read_bytes().decode("utf-8"))
-    if not isinstance(c, dict) or not all(isinstance(c.get(k), list) for k in PASSAGE_COLUMNS) \
-            or len({len(c[k]) for k in PASSAGE_COLUMNS}) != 1:
-        raise ValueError("passages.json does not hold the passage columns")
-    docs: dict[str, str] = {}
-    ints: dict[int, int] = {}
-    spans: dict[tuple, tuple[int, int]] = {}
-    same = ints.setdefault
-    out = []
-    headings: dict[str, str] = {}
-    for doc, ordinal, start, end, line, text, sents, page, page_line, heading in zip(*(c[k] for k in PASSAGE_COLUMNS)):
-        if not (type(doc) is str and type(text) is str and type(ordinal) is int and type(start) is int
-                and type(end) is int and type(line) is int and type(sents) is list
-                and type(page) is int and type(page_line) is int and type(heading) is str
-                and 0 <= start and end - start == len(text)):
-            raise ValueError("passages.json holds a malformed passage")
-        sents = [(s, e) for s, e in sents]
-        if not all(type(s) is int and type(e) is int and start <= s <= e <= end for s, e in sents):
-            raise ValueError("passages.json holds a malformed passage")
-        doc = docs.setdefault(doc, doc)
-        sentences = tuple(spans.setdefault((doc, s, e), (same(s, s), same(e, e))) for s, e in sents)
-        out.append(Passage(doc, same(ordinal, ordinal), same(start, start), same(end, end), same(line, line),
-                           text, sentences, same(page, page), same(page_line, page_line),
-                           headings.setdefault(heading, heading)))
-    return out
 
 
 def documents_summary(index: Index) -> list[dict]:

@@ -134,12 +134,12 @@ def test_ask_stdin_subprocess_one_json_per_question(idx, tmp_path):
 
 def test_damaged_index_subprocess_fails_cleanly_and_keeps_the_index(idx, tmp_path):
     gen = live_generation(idx.index)
-    data = (gen / "passages.json").read_bytes()
-    (gen / "passages.json").write_bytes(data[: len(data) // 2])
+    data = (gen / "passage_texts.bin").read_bytes()
+    (gen / "passage_texts.bin").write_bytes(data[: len(data) // 2])
     proc = run_qa(["ask", "--json", *where(idx), DRONES_QUESTION], cwd=tmp_path)
     assert proc.stdout == ""
     assert_one_line_error(proc.returncode, proc.stderr, "damaged", "qa index --rebuild")
-    assert live_generation(idx.index) == gen and (gen / "passages.json").read_bytes() == data[: len(data) // 2]
+    assert live_generation(idx.index) == gen and (gen / "passage_texts.bin").read_bytes() == data[: len(data) // 2]
 
 
 def test_missing_index_is_built_by_ask_subprocess(tmp_path):
@@ -339,7 +339,7 @@ def test_index_path_that_is_a_file(idx, fast, capsys, tmp_path):
     assert_one_line_error(rc, err, "not-a-folder")
 
 
-@pytest.mark.parametrize("damage", ["passages.json", "manifest.json", "CURRENT"])
+@pytest.mark.parametrize("damage", ["passage_strings.json", "manifest.json", "CURRENT"])
 def test_damaged_index_in_process(idx, fast, capsys, damage):
     target = Path(idx.index) / "CURRENT" if damage == "CURRENT" else live_generation(idx.index) / damage
     target.write_text("gen-nowhere" if damage == "CURRENT" else "{not json")

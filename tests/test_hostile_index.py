@@ -132,15 +132,15 @@ def error_line(rc: int, err: str, status: int = 2) -> str:
 
 def test_a_generation_being_loaded_is_kept_until_the_reader_is_done(idx, monkeypatch):
     gen_before = live_generation(idx.index)
-    real_read = qa.index.read_passages
+    real_read = qa.index.open_passages
     rebuilt = []
 
-    def read_then_rebuild(gen):
+    def read_then_rebuild(gen, *args):
         if not rebuilt:  # a whole `qa index --rebuild` runs while this reader is half way through
             rebuilt.append(build_index(idx, rebuild=True, log=quiet, progress=False, encoder=CountingEncoder()))
-        return real_read(gen)
+        return real_read(gen, *args)
 
-    monkeypatch.setattr(qa.index, "read_passages", read_then_rebuild)
+    monkeypatch.setattr(qa.index, "open_passages", read_then_rebuild)
     index = load_index(idx)
     monkeypatch.undo()
     assert rebuilt and live_generation(idx.index) != gen_before
@@ -194,18 +194,18 @@ def test_files_vanishing_mid_load_without_file_locks_are_read_again(idx, monkeyp
         return real_flock(fd, op)
 
     gen_before = live_generation(idx.index)
-    real_read = qa.index.read_passages
+    real_read = qa.index.open_passages
     calls = []
 
-    def read_after_a_rebuild(gen):
+    def read_after_a_rebuild(gen, *args):
         calls.append(gen.name)
         if len(calls) == 1:
             build_index(idx, rebuild=True, log=quiet, progress=False, encoder=CountingEncoder())
             assert not gen_before.exists()
-        return real_read(gen)
+        return real_read(gen, *args)
 
     monkeypatch.setattr(fcntl, "flock", flock)
-    monkeypatch.setattr(qa.index, "read_passages", read_after_a_rebuild)
+    monkeypatch.setattr(qa.index, "open_passages", read_after_a_rebuild)
     index = load_index(idx)
     monkeypatch.undo()
     assert calls == [gen_before.name, live_generation(idx.index).name]
@@ -300,7 +300,7 @@ def replaced(tmp: Path) -> Path:
     return tmp.with_name(tmp.name[1:].rsplit(".", 2)[0])
 
 
-FULL_AT = ["emb-", "passages.json", "dense.faiss", "sentences.npy", "sentence_table.npz", "bm25.npz",
+FULL_AT = ["emb-", "passage_texts.bin", "passages.npy", "passage_spans.npy", "passage_strings.json", "dense.faiss", "sentences.npy", "sentence_table.npz", "bm25.npz",
            "bm25_vocab.json", "manifest.json", ".CURRENT."]
 
 
@@ -530,7 +530,7 @@ def _doc_without_sha(m):
 
 
 def _files_elsewhere(m):
-    m["files"]["../../../etc/passwd"] = m["files"].pop("passages.json")
+    m["files"]["../../../etc/passwd"] = m["files"].pop("passages.npy")
     return m
 
 
@@ -568,13 +568,34 @@ def test_hand_edited_manifest_is_one_line_naming_it(idx, edit):
     assert "1,700" in top_passage(load_index(idx), idx) and staleness(idx) is None
 
 
-def _columns(change):
+def _rows(change):
     def edit(gen: Path) -> bytes:
-        c = json.loads((gen / "passages.json").read_text())
-        change(c)
-        return json.dumps(c).encode()
+        rows = np.load(gen / "passages.npy")
+        change(rows)
+        return _npy(rows)
 
     return edit
+
+
+def _strings(change):
+    def edit(gen: Path) -> bytes:
+        strings = json.loads((gen / "passage_strings.json").read_text())
+        change(strings)
+        return json.dumps(strings).encode()
+
+    return edit
+
+
+def _spans(change):
+    def edit(gen: Path) -> bytes:
+        return _npy(change(np.load(gen / "passage_spans.npy")))
+
+    return edit
+
+
+def _set_first(array, value):
+    array[0] = value
+    return array
 
 
 def _npz(gen: Path, name: str, **arrays) -> bytes:
@@ -590,6 +611,12 @@ def _npy(array) -> bytes:
     return buf.getvalue()
 
 
+def _pickled() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"doc": "a.txt"}], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
 def _small_faiss(gen: Path) -> bytes:
     import faiss
 
@@ -600,22 +627,38 @@ def _small_faiss(gen: Path) -> bytes:
 
 
 GENERATION_EDITS = {
-    "text a number": ("passages.json", _columns(lambda c: c["text"].__setitem__(0, 5)),
-                      "passages.json holds a malformed passage"),
-    "text cut short": ("passages.json", _columns(lambda c: c["text"].__setitem__(0, c["text"][0][:-3])),
-                       "passages.json holds a malformed passage"),
-    "sentence out of the passage": ("passages.json", _columns(lambda c: c["sentences"].__setitem__(0, [[0, 10**9]])),
-                                    "passages.json holds a malformed passage"),
-    "sentence a float": ("passages.json", _columns(lambda c: c["sentences"][0].__setitem__(0, [0.0, 1.0])),
-                         "passages.json holds a malformed passage"),
-    "a column short": ("passages.json", _columns(lambda c: c["line"].pop()),
-                       "passages.json does not hold the passage columns"),
-    "a list": ("passages.json", lambda gen: b"[]", "passages.json does not hold the passage columns"),
-    "unknown document": ("passages.json", _columns(lambda c: c["doc"].__setitem__(0, "other.txt")),
-                         "passages.json does not match manifest.json"),
-    "non-UTF-8": ("passages.json", lambda gen: b'{"doc": "\xff"}', "passages.json is unreadable"),
-    "deeply nested": ("passages.json", lambda gen: b"[" * 100_000, "passages.json is unreadable"),
-    "one vector": ("dense.faiss", _small_faiss, "dense.faiss does not match passages.json"),
+    "doc id a number": ("passage_strings.json", _strings(lambda c: c["docs"].__setitem__(0, 5)),
+                        "passage_strings.json is unreadable"),
+    "unknown document": ("passage_strings.json", _strings(lambda c: c["docs"].__setitem__(0, "other.txt")),
+                         "passage_strings.json does not match manifest.json"),
+    "strings non-UTF-8": ("passage_strings.json", lambda gen: b'{"docs": "\xff"}', "passage_strings.json is unreadable"),
+    "strings deeply nested": ("passage_strings.json", lambda gen: b"[" * 100_000, "passage_strings.json is unreadable"),
+    "strings a list": ("passage_strings.json", lambda gen: b"[]", "passage_strings.json is unreadable"),
+    "text cut short": ("passage_texts.bin", lambda gen: (gen / "passage_texts.bin").read_bytes()[:-3],
+                       "passage_texts.bin does not match passages.npy"),
+    "text end past the file": ("passages.npy", _rows(lambda r: r["text_end"].__iadd__(1)),
+                               "passage_texts.bin does not match passages.npy"),
+    "doc row out of range": ("passages.npy", _rows(lambda r: r["doc"].__setitem__(0, 99)),
+                             "passages.npy holds a malformed passage"),
+    "negative start": ("passages.npy", _rows(lambda r: r["start"].__setitem__(0, -1)),
+                       "passages.npy holds a malformed passage"),
+    "heading out of range": ("passages.npy", _rows(lambda r: r["heading"].__setitem__(-1, 10**6)),
+                             "passages.npy holds a malformed passage"),
+    "a row short": ("passages.npy", lambda gen: _npy(np.load(gen / "passages.npy")[:-1]),
+                    "passage_texts.bin does not match passages.npy"),
+    "rows a plain array": ("passages.npy", lambda gen: _npy(np.arange(10)),
+                           "passages.npy does not hold the passage columns"),
+    "rows pickled objects": ("passages.npy", lambda gen: _pickled(), "passages.npy is unreadable"),
+    "rows garbage": ("passages.npy", lambda gen: b"\x93NUMPY torn", "passages.npy is unreadable"),
+    "sentence out of the passage": ("passage_spans.npy", _spans(lambda s: _set_first(s, [0, 10**9])),
+                                    "passage_spans.npy does not match passages.npy"),
+    "sentence ends before it starts": ("passage_spans.npy", _spans(lambda s: _set_first(s, s[0][::-1])),
+                                       "passage_spans.npy does not match passages.npy"),
+    "sentence a float": ("passage_spans.npy", _spans(lambda s: s.astype(np.float64)),
+                         "passage_spans.npy does not hold sentence spans"),
+    "a span missing": ("passage_spans.npy", _spans(lambda s: s[:-1]),
+                       "passage_spans.npy does not match passages.npy"),
+    "one vector": ("dense.faiss", _small_faiss, "dense.faiss does not match passages.npy"),
     "faiss garbage": ("dense.faiss", lambda gen: b"IxF2" + b"\x07" * 64, "dense.faiss is unreadable"),
     "vocab an object": ("bm25_vocab.json", lambda gen: b"{}", "bm25.npz or bm25_vocab.json is unreadable"),
     "a sentence row short": ("sentences.npy", lambda gen: _npy(np.load(gen / "sentences.npy")[:-1]),
@@ -625,7 +668,7 @@ GENERATION_EDITS = {
     "sentence rows out of range": ("sentence_table.npz",
                                    lambda gen: _npz(gen, "sentence_table.npz",
                                                     rows=np.full(3, 10**6, dtype=np.int32)),
-                                   "sentence_table.npz does not match passages.json"),
+                                   "sentence_table.npz does not match passages.npy"),
     "table garbage": ("sentence_table.npz", lambda gen: b"PK\x03\x04 torn", "sentence_table.npz is unreadable"),
 }
 

@@ -21,6 +21,7 @@ from helpers_core import HashEncoder, make_pdf
 from qa.config import Settings
 from qa.load import corpus_files, fingerprint, load_corpus, load_document
 from qa.datatypes import QAError
+from qa.index import load_index
 
 pytestmark = pytest.mark.unit
 
@@ -220,10 +221,9 @@ def test_qa_index_over_a_hostile_folder_indexes_the_rest_and_stays_up_to_date(tm
     saved = read_manifest(settings.index)
     text = json.dumps(saved, ensure_ascii=False)
     text.encode("utf-8")  # every id is valid UTF-8
-    gen = Path(settings.index) / (Path(settings.index) / "CURRENT").read_text().strip()
-    passages = json.loads((gen / "passages.json").read_text(encoding="utf-8"))
-    assert set(passages["doc"]) == {"good.txt"}
-    assert not any("root:x" in t for t in passages["text"])
+    passages = load_index(settings).passages
+    assert {p.doc for p in passages} == {"good.txt"}
+    assert not any("root:x" in p.text for p in passages)
 
 
 # ------------------------------------------------------------------ 3. UTF-16 text

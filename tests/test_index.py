@@ -252,7 +252,7 @@ def _crashing_write(after_files: int):
     """A _write_generation that writes the first files of a generation, then 'the power fails'."""
 
     def write(folder, manifest, passages, *rest):
-        (folder / "passages.json").write_text(json.dumps({"doc": [p.doc for p in passages]})[: 100])
+        (folder / "passage_texts.bin").write_text("".join(p.text for p in passages)[: 100])
         if after_files > 1:
             (folder / "dense.faiss").write_bytes(b"\0" * 64)
         raise OSError(28, "No space left on device")
@@ -298,7 +298,7 @@ def test_leftovers_of_a_killed_build_do_not_break_the_next_one(idx, monkeypatch)
     # what kill -9 at other moments leaves behind
     tmp = Path(idx.index) / ".tmp-gen-20000101000000-dead00"
     tmp.mkdir()
-    (tmp / "passages.json").write_text('{"doc": [')
+    (tmp / "passages.npy").write_bytes(b"\x93NUMPY torn")
     (Path(idx.index) / ".CURRENT.abc123.tmp").write_text("gen-2000")
     cache_dir = next((Path(idx.index) / "cache").iterdir())
     (cache_dir / "emb-1-abcdef.tmp").write_bytes(b"\x93NUMPY torn")
@@ -331,14 +331,27 @@ def _flip_byte(path: Path) -> None:
 
 
 def _edit_passage_text(path: Path) -> None:
-    columns = json.loads(path.read_text())
-    columns["text"][0] = "Tampered text."
-    path.write_text(json.dumps(columns))
+    """Replace the first passage's first word by as many other letters (the texts file keeps its size)."""
+    data = path.read_bytes()
+    word = data.split(b" ", 1)[0]
+    path.write_bytes(b"X" * len(word) + data[len(word):])
+
+
+def _edit_passage_start(path: Path) -> None:
+    rows = np.load(path)
+    rows["start"][0] += 1
+    rows["end"][0] += 1
+    with open(path, "wb") as f:
+        np.save(f, rows)
 
 
 DAMAGE = {
-    "passages.json truncated": ("passages.json", _truncate),
-    "passages.json edited": ("passages.json", _edit_passage_text),
+    "passage_texts.bin truncated": ("passage_texts.bin", _truncate),
+    "passage_texts.bin edited": ("passage_texts.bin", _edit_passage_text),
+    "passages.npy edited": ("passages.npy", _edit_passage_start),
+    "passages.npy truncated": ("passages.npy", _truncate),
+    "passage_spans.npy deleted": ("passage_spans.npy", Path.unlink),
+    "passage_strings.json truncated": ("passage_strings.json", _truncate),
     "dense.faiss flipped": ("dense.faiss", _flip_byte),
     "dense.faiss truncated": ("dense.faiss", _truncate),
     "dense.faiss deleted": ("dense.faiss", Path.unlink),
@@ -366,7 +379,8 @@ def test_damaged_index_is_a_one_line_qaerror_and_is_kept(idx, damage):
     assert "1,700" in top_passage(index, idx)
 
 
-@pytest.mark.parametrize("damage", ["passages.json truncated", "dense.faiss truncated", "sentences.npy truncated"])
+@pytest.mark.parametrize("damage", ["passage_texts.bin truncated", "passages.npy truncated", "dense.faiss truncated",
+                                    "sentences.npy truncated", "passage_spans.npy deleted"])
 def test_damaged_index_is_a_qaerror_even_without_verification(idx, damage):
     name, hurt = DAMAGE[damage]
     hurt(live_generation(idx.index) / name)
@@ -376,7 +390,7 @@ def test_damaged_index_is_a_qaerror_even_without_verification(idx, damage):
 def test_incremental_update_does_not_carry_over_a_damaged_generation(idx):
     """After damage, editing another document must not launder the damaged passages into a
     new generation whose digests then look valid."""
-    _edit_passage_text(live_generation(idx.index) / "passages.json")
+    _edit_passage_text(live_generation(idx.index) / "passage_texts.bin")
     assert "damaged" in one_line_qaerror(load_index, idx)
     append_sentence(idx, DOC_B, "Moscow also sent engines.")
     update(idx)  # what `qa ask` does when it finds the corpus changed

@@ -21,6 +21,7 @@ from helpers_core import DRONES_QUESTION, live_generation
 from qa.cli import build_parser
 from qa.config import ASK_FIELDS, INDEX_FIELDS, LOCATION, Settings, option_flag
 from qa.datatypes import QAError
+from qa.index import load_index
 from qa.manifest import saved_index_settings
 from qa.options import port_number, settings_from
 from test_cli import run_main, where
@@ -125,8 +126,7 @@ def test_the_index_settings_are_authoritative_once_built(idx, fast, capsys):
     assert live_generation(idx.index) == gen
     settings = settings_from(argparse.Namespace(corpus=idx.corpus, index=idx.index, policy="read"))
     assert (settings.sentences_per_passage, settings.overlap) == (3, 0)
-    passages = json.loads((gen / "passages.json").read_text())
-    assert max(len(s) for s in passages["sentences"]) == 3
+    assert max(len(p.sentences) for p in load_index(settings).passages) == 3
 
 
 def test_an_index_without_saved_settings_gives_those_of_its_signature(idx):
