@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from qa.bm25 import build_bm25
 from qa.config import Settings
-from qa.embed import cpu_name
+from qa.cpu import cpu_name
 from qa.eval.run import DEPTH, Outcome, judge
 from qa.eval.score import retrieval_metrics
 from qa.eval.setup import load_question_set, select_split

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qa.embed import cpu_name  # noqa: E402
+from qa.cpu import cpu_name  # noqa: E402
 from qa.load import load_document  # noqa: E402
 
 SIZES = [1 << 10, 10 << 10, 100 << 10, 1 << 20, 10 << 20]

@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qa.config import Settings  # noqa: E402
-from qa.embed import cpu_name  # noqa: E402
+from qa.cpu import cpu_flags, cpu_name  # noqa: E402
 from qa.eval.metrics import percentile  # noqa: E402
 from qa.pipeline import ask, open_engine  # noqa: E402
 
 
 def cpu_units() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split())
+    flags = cpu_flags()
     found = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     return ", ".join(found)
 

@@ -103,14 +103,10 @@ def run_worker(task: str, args: dict, workdir: Path) -> dict:
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from qa.cpu import INT8_UNITS, BF16_UNITS, cpu_flags, cpu_name, resolve_precision
+
+    flags = cpu_flags()
+    units = [f for f in ("avx2", "avx512f", *INT8_UNITS, *BF16_UNITS) if f in flags]
     mem = ""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -130,7 +126,7 @@ def machine() -> dict:
     except AttributeError:
         cores = os.cpu_count()
     return {
-        "cpu": cpu, "cores": cores, "ram": mem, "python": platform.python_version(),
+        "cpu": cpu_name(), "units": units, "auto_precision": resolve_precision("auto"), "cores": cores, "ram": mem, "python": platform.python_version(),
         "torch": ver("torch"), "faiss": ver("faiss-cpu"), "onnxruntime": ver("onnxruntime"),
         "numpy": ver("numpy"), "sentence_transformers": ver("sentence-transformers"),
         "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
@@ -347,7 +343,8 @@ def to_markdown(results: dict) -> str:
     mc = results["machine"]
     sizes = sorted(results.get("sizes", {}).values(), key=lambda s: s["target_passages"])
     L = ["# qa speed benchmark", ""]
-    L.append(f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['ram']} RAM; Python {mc['python']}, torch {mc['torch']}, "
+    units = f" ({', '.join(mc['units']) or 'no AVX2'}; --precision auto: {mc['auto_precision']})" if "units" in mc else ""
+    L.append(f"Machine: {mc['cpu']}{units}, {mc['cores']} cores, {mc['ram']} RAM; Python {mc['python']}, torch {mc['torch']}, "
              f"faiss {mc['faiss']}, onnxruntime {mc['onnxruntime']}, numpy {mc['numpy']}. "
              f"Load average at the start of the last run: {', '.join(f'{x:.1f}' for x in mc['loadavg_at_start'])}; "
              f"latencies and throughputs move with the load of other jobs: see the load figures of each step.")
@@ -533,8 +530,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hnsw-min", type=int, help="Settings.hnsw_min for the built indexes (default: the settings')")
     p.add_argument("--ef-search", type=int, help="Settings.hnsw_ef_search")
-    p.add_argument("--index-precision", choices=("fp32", "bf16", "int8"),
-                   help="Settings.precision of the indexing encoder (default: the settings', fp32)")
+    p.add_argument("--index-precision", choices=("auto", "fp32", "bf16", "int8"),
+                   help="Settings.precision of the indexing encoder (default: the settings', auto: chosen by "
+                        "this CPU's flags)")
     p.add_argument("--index-backend", choices=("auto", "onnx", "torch"), help="Settings.backend (default: auto)")
     p.add_argument("--fresh", action="store_true", help="discard results of earlier runs in --out")
     p.add_argument("--reuse-index", metavar="OUT",

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qa.config import Settings  # noqa: E402
-from qa.embed import cpu_name  # noqa: E402
+from qa.cpu import cpu_name  # noqa: E402
 from qa.pipeline import open_engine  # noqa: E402
 from qa.web import WebApp  # noqa: E402
 

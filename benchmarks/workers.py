@@ -494,7 +494,8 @@ def ann_check(engine, settings, questions: list[str], kinds: list[str]) -> dict:
 def task_precision(args: dict) -> dict:
     from qa.index import load_index
     from corpus import GoldQuestion, is_gold
-    from qa.embed import cpu_count, load_encoder
+    from qa.cpu import cpu_count
+    from qa.embed import load_encoder
 
     settings = settings_of(args)
     idx = load_index(settings, verify=False)

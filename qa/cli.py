@@ -51,6 +51,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     if reason is None:
         print(f"index in {settings.index} is up to date with {settings.corpus}", file=sys.stderr)
         return 0
+    if settings.auto_precision:
+        from qa.cpu import precision_note
+
+        print(f"precision {precision_note(settings.precision, settings.backend)}", file=sys.stderr)
     if args.ray is not None:
         from qa.distributed import build_index_ray
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from qa.cpu import resolve_precision
 from qa.datatypes import QAError
 
 MODES = ("hybrid", "bm25", "dense")
@@ -27,7 +28,7 @@ FUSIONS = ("rrf", "weighted")
 FAISS_BUILT = ("flat", "hnsw", "ivf")  # the kinds an index is built as (auto picks flat or hnsw)
 FAISS_KINDS = ("auto", *FAISS_BUILT)
 BACKENDS = ("auto", "onnx", "torch")
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8")  # what an index is built with (auto is resolved before: qa.cpu)
 SENTENCE_VECTORS = ("pooled", "encoded")  # see qa.vectors
 DENSE_CONTEXTS = ("none", "title,heading")  # see qa.split.dense_text
 SAVED_SETTINGS_FILE = "settings.json"  # inside the index folder
@@ -66,7 +67,9 @@ class IndexSettings(Location):
     sentences_per_passage: int = knob(4, "sentences per passage", flag="--sentences", low=1)
     overlap: int = knob(1, "sentences shared by neighbouring passages", low=0)
     backend: str = knob("auto", "encoder runtime (auto: ONNX Runtime, exported on first use)", choices=BACKENDS)
-    precision: str = knob("fp32", "indexing precision (queries are always fp32)", choices=PRECISIONS)
+    precision: str = knob("fp32", "indexing precision; auto: int8 on a CPU with int8 dot-product units "
+                          "(AVX512-VNNI, AVX-VNNI or AMX-INT8), else fp32. The precision chosen is saved with the index, "
+                          "which keeps it on any CPU (queries are always fp32)", choices=("auto", *PRECISIONS))
     batch_size: int = knob(32, "encoding batch size", low=1, rebuilds=False)
     sentence_vectors: str = knob("pooled", "sentence vectors: pooled from the passage's own forward pass (one "
                                  "encoding per passage), or each sentence encoded on its own (about twice the "
@@ -81,6 +84,13 @@ class IndexSettings(Location):
     # ties the best nDCG@10 there (0.851 against 0.841 at rank-bm25's 1.5 / 0.75); Pyserini's default.
     bm25_k1: float = knob(0.9, "BM25 term-frequency saturation", low=0.0)
     bm25_b: float = knob(0.4, "BM25 document-length normalisation", low=0.0, high=1.0)
+
+    def __post_init__(self) -> None:
+        # auto is resolved where the settings are made, so everything after (the index's signature, its
+        # embedding cache, its encoder, its saved settings) sees the precision itself; ``auto_precision``
+        # remembers the choice was auto, so ``Settings.replace`` chooses again for another backend.
+        self.auto_precision = self.precision == "auto"
+        self.precision = resolve_precision(self.precision, self.backend)
 
     def index_part(self) -> dict:
         """The index-shaping values (without the folders), as the manifest saves them."""
@@ -121,7 +131,12 @@ class Settings(AskSettings, IndexSettings):
         return resolve_model(self.model)
 
     def replace(self, **changes) -> "Settings":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the ``changes`` that are not None; a precision chosen by auto is chosen again
+        (for the backend of the copy) unless ``changes`` give one."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if self.auto_precision:
+            changes.setdefault("precision", "auto")
+        return dataclasses.replace(self, **changes)
 
     def validate(self) -> "Settings":
         """``self``, or QAError naming the option of the first value out of its range or choices."""

@@ -12,7 +12,6 @@ normalisation, truncation at the model's ``max_seq_length``):
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,36 +21,12 @@ from typing import Any
 import numpy as np
 
 from qa.config import check_choice
+from qa.cpu import cpu_count, resolve_precision
 from qa.datatypes import QAError
 from qa.digests import default_cache_dir
 from qa.progress import progress as progress_bar
 from qa.models import (check_model_dir, do_lower_case, embedding_dim, export_path, int8_path,
                        is_complete, max_seq_length, model_name)
-
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), to name beside every measured figure."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_count() -> int:
-    """Cores this process may run on: its CPU affinity, or fewer when ``OMP_NUM_THREADS`` says so
-    (as Ray sets it for a worker given that many CPUs)."""
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        cores = max(1, os.cpu_count() or 1)
-    limit = os.environ.get("OMP_NUM_THREADS", "")
-    return min(cores, int(limit)) if limit.isdigit() and int(limit) > 0 else cores
 
 
 class Encoder:
@@ -180,12 +155,14 @@ def load_encoder(
     """Load the sentence-transformers model at ``model_path`` with the given backend.
 
     ``auto`` picks ONNX Runtime (exporting the model on first use) for fp32 and int8,
-    and sentence-transformers for bf16. ``queries``: tuned for one short text at a time
+    and sentence-transformers for bf16. Precision ``auto``: the one this CPU's flags choose
+    (``qa.cpu.choose_precision``). ``queries``: tuned for one short text at a time
     (ONNX: each run spreads over every core) rather than for batches.
     """
     model_dir = check_model_dir(model_path)
     check_choice("backend", backend, what="encoder backend")
     check_choice("precision", precision, what="encoder precision")
+    precision = resolve_precision(precision, backend)
     if backend == "auto":
         backend = "torch" if precision == "bf16" else "onnx"
     if backend == "onnx" and precision == "bf16":

@@ -127,8 +127,8 @@ def settings_from(args: argparse.Namespace, *, policy: str | None = None) -> Set
                 raise
             # UPDATE: a damaged index is rebuilt with the options given
     settings = settings.replace(**(saved or {})).replace(**given).validate()
-    if saved is not None and policy == READ:
-        _check_same_index(settings, saved, {k: v for k, v in given.items() if k in INDEX_FIELDS})
+    if saved is not None and policy == READ:  # given values as the settings hold them (auto resolved)
+        _check_same_index(settings, saved, {k: getattr(settings, k) for k in given if k in INDEX_FIELDS})
     return load_saved(settings)
 
 

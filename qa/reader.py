@@ -81,7 +81,7 @@ def load_reader(path: str | os.PathLike | None, model_dir: str, *, threads: int 
         raise QAError(f"{onnx_path} does not match its checksum in SHA256SUMS: the file is damaged or was replaced")
     import onnxruntime as ort
 
-    from qa.embed import cpu_count
+    from qa.cpu import cpu_count
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or cpu_count()

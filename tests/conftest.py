@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import qa.build
+import qa.cpu
 import qa.pipeline
 from helpers_core import clone, real_encoder
 
@@ -13,6 +14,14 @@ from helpers_core import clone, real_encoder
 def idx(tmp_path_factory, tmp_path):
     """A private copy of the built 2-document index (with its embedding cache)."""
     return clone(tmp_path_factory, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def plain_cpu(monkeypatch):
+    """In-process tests run as on a CPU without int8 dot-product units (``--precision auto``: fp32),
+    whatever this machine has, so what they build does not depend on it; tests of the rule
+    (tests/test_precision.py) give their own flags. Subprocesses see the real CPU."""
+    monkeypatch.setattr(qa.cpu, "cpu_flags", lambda: frozenset({"avx2"}))
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qa.config import resolve_model  # noqa: E402
-from qa.embed import cpu_name  # noqa: E402
+from qa.cpu import cpu_flags, cpu_name, has_bf16  # noqa: E402
 from qa.eval.metrics import exact_match, token_f1  # noqa: E402
 from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, token_span  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
@@ -42,14 +42,6 @@ from qa.terms import tokenize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "benchmarks" / "squad-v1.1-dev" / "dev-v1.1.json"
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def squad_items(path: Path, titles: tuple[str, ...]) -> list[dict]:
@@ -356,7 +348,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.max_questions, args.epochs = 64, 1
-    args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and cpu_has_bf16())
+    args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and has_bf16(cpu_flags()))
     started = time.time()
     import torch
 
