@@ -7,7 +7,7 @@ import html
 import json
 import textwrap
 
-from qa.datatypes import Answer, Citation, Result
+from qa.datatypes import Abstention, Answer, Citation, Disagreement, Result, Understanding
 
 SNIPPET_CHARS = 300
 
@@ -77,8 +77,39 @@ def disagreement_dict(result: Result) -> dict | None:
     d = result.disagreement
     if d is None:
         return None
-    return {"kind": d.kind, "answers": [{"span": a.span, "text": a.text, "citation": a.citation, "doc": a.doc}
+    return {"kind": d.kind, "answers": [{"span": a.span, "text": a.text, "citation": a.citation, "doc": a.doc,
+                                         "line": a.line, "page": a.page, "page_line": a.page_line}
                                         for a in d.answers]}
+
+
+def from_dict(data: dict) -> Result:
+    """A result as ``to_dict`` gave it (the page keeps a conversation so), back as a ``Result``: what
+    shows one (``location``, ``quote_location``, ``differ_line``) then shows it the same way, in the
+    page's copy and export too (``qa.transcript``). A key it lacks takes an empty value."""
+    answers = [_answer(a) for a in data.get("answers") or []]
+    citations = [_made(Citation, {**c, "passage_pages": tuple(c["passage_pages"]) if c.get("passage_pages") else None},
+                       n=0, doc="", title="", passage=0, start=0, end=0, line=0, text="")
+                 for c in data.get("citations") or []]
+    d, why, searched = data.get("disagreement"), data.get("abstention"), data.get("searched_as")
+    return Result(
+        question=data.get("question", ""), answers=answers, citations=citations, mode=data.get("mode", ""),
+        timings_ms=dict(data.get("timings_ms") or {}), message=data.get("message", ""),
+        understood=Understanding(searched, bool(data.get("followup")), data.get("followup_reason", ""))
+        if searched is not None else None,
+        abstention=_made(Abstention, why, reason="", text="") if why else None,
+        disagreement=Disagreement(d["kind"], [_answer(a) for a in d["answers"]]) if d else None,
+    )
+
+
+def _answer(a: dict) -> Answer:
+    return _made(Answer, {**a, "label": a.get("confidence") or ""}, text="", span=None, score=0.0, citation=0,
+                 start=0, end=0)
+
+
+def _made(cls, data: dict, **empty):
+    """A ``cls`` of the keys of ``data`` that are its fields, ``empty`` where it lacks one."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**empty, **{k: v for k, v in data.items() if k in names}})
 
 
 def differ_line(result: Result) -> str:

@@ -1,14 +1,17 @@
 """A reply, or a whole conversation, as Markdown or JSON: what the page's copy button puts on the
 clipboard and its export buttons download, with every quote and its source.
 
-Plain functions of ``qa.present.to_dict`` results (what the page keeps per conversation), so
-the same text comes out of the page, and tests need no browser.
+Plain functions of ``qa.present.to_dict`` results (what the page keeps per conversation), read back
+with ``qa.present.from_dict``, so that a source's location, an answer's highlight and "Sources
+differ" are worded by the functions ``qa ask`` and the page use; tests need no browser.
 """
 
 from __future__ import annotations
 
 import json
 import re
+
+from qa.present import answer_label, differ_line, from_dict, location, mark_span
 
 FORMAT = 1
 
@@ -31,47 +34,45 @@ def _escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]<>#|~])", r"\\\1", re.sub(r"\s+", " ", _CONTROL.sub(" ", str(text))))
 
 
-def _where(c: dict) -> str:
-    at = f"p. {c['page']}, line {c.get('page_line')}" if c.get("page") else f"line {c['line']}"
-    return f"{_escape(c['title']).strip()} — `{_clean(c['doc']).replace('`', '')}`, {at}"
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span: shown literally, whatever it holds (backticks too)."""
+    text = _clean(text)
+    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _highlighted(a: dict) -> str:
-    """The answer sentence with its span in bold."""
-    text = a["text"]
-    if a.get("span_start") is None or a.get("span_end") is None:
-        return _escape(text)
-    i, j = a["span_start"] - a["start"], a["span_end"] - a["start"]
-    return f"{_escape(text[:i])}**{_escape(text[i:j])}**{_escape(text[j:])}"
-
-
-def reply_markdown(result: dict) -> str:
-    """One reply: the question, the answers with their citation numbers and confidence, any
-    disagreement, then each cited source with the passage it quotes (or, when it abstained, why,
-    and the nearest passage)."""
-    lines = [f"**Q:** {_escape(result['question']).strip()}"]
-    if result.get("followup"):
-        lines.append(f"*Searched as:* {_escape(result['searched_as'])}")
+def reply_markdown(data: dict) -> str:
+    """One reply (as ``qa.present.to_dict`` gives it): the question, the answers with their citation
+    numbers and confidence, any disagreement, then each cited source — where it is as ``qa ask`` says
+    it (``qa.present.location``: file, line or page and line, the passage's extent), its section
+    heading, and the passage it quotes (or, when it abstained, why, and the nearest passage)."""
+    result = from_dict(data)
+    lines = [f"**Q:** {_escape(result.question).strip()}"]
+    if result.understood and result.understood.followup:
+        lines.append(f"*Searched as:* {_escape(result.understood.query)}")
     lines.append("")
-    cites = {c["n"]: c for c in result.get("citations", [])}
-    if not result.get("answers"):
-        lines.append(f"**A:** {_escape(result.get('message', ''))}")
-        shown = [n for n in [(result.get("abstention") or {}).get("nearest")] if n in cites]
+    cites = {c.n: c for c in result.citations}
+    if not result.answers:
+        lines.append(f"**A:** {_escape(result.message)}")
+        shown = [n for n in [result.abstention.nearest if result.abstention else None] if n in cites]
     else:
-        for i, a in enumerate(result["answers"]):
+        for i, a in enumerate(result.answers):
             head = "**A:**" if i == 0 else "*Also:*"
-            lines.append(f"{head} {_highlighted(a)} [{a['citation']}] "
-                         f"(confidence {a['score']:.2f}, {a['confidence']})")
-        shown = sorted({a["citation"] for a in result["answers"]})
-    d = result.get("disagreement")
-    if d:
-        said = "; ".join(f"[{a['citation']}] says “{_escape(a['span'])}”" for a in d["answers"])
-        lines += ["", f"**Sources differ:** {said}."]
+            lines.append(f"{head} {mark_span(a, '**', '**', clean=_escape)} [{a.citation}] "
+                         f"(confidence {a.score:.2f}, {answer_label(a)})")
+        shown = sorted({a.citation for a in result.answers})
+    if result.disagreement:
+        head, _, said = differ_line(result).partition(": ")
+        lines += ["", f"**{head}:** {_escape(said)}"]
     if shown:
         lines.append("")
     for n in shown:
         c = cites[n]
-        lines += [f"[{n}] {_where(c)}", "", _quote(c["text"]), ""]
+        lines += [f"[{n}] {_escape(c.title).strip()} — {_code(location(c))}", ""]
+        if c.heading:
+            lines += [f"§ {_escape(c.heading).strip()}", ""]
+        lines += [_quote(c.text), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

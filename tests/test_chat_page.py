@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from helpers_core import DRONES_QUESTION, ROOT
-from qa.present import to_dict
+from qa.present import from_dict, location, to_dict
 from qa.transcript import conversation_json, conversation_markdown, reply_markdown
 from qa.watch import CorpusWatch
 from qa.web_page import reply_html
@@ -118,7 +118,8 @@ def test_reply_markdown_holds_the_quote_and_its_source(engine):
     assert "approximately **1,700** drones" in md
     top = data["answers"][0]
     cited = next(c for c in data["citations"] if c["n"] == top["citation"])
-    assert f"[{cited['n']}] " in md and f"`{cited['doc']}`, line {cited['line']}" in md
+    assert f"[{cited['n']}] {cited['title']} — `{location(from_dict(data).citations[cited['n'] - 1])}`" in md
+    assert f"{cited['doc']}:{cited['line']} (passage " in md
     assert "> " + " ".join(cited["text"].split())[:60] in md
 
 
@@ -127,7 +128,7 @@ def test_markdown_escapes_markup_from_documents():
         {"n": 1, "doc": "a`b.txt", "title": "# Title", "line": 3, "text": "Some [link](x) text\nover lines"}],
         "message": "No answer.", "abstention": {"nearest": 1}}
     md = reply_markdown(data)
-    assert r"Why \*this\* \<b\>?" in md and "`ab.txt`" in md and r"\# Title" in md
+    assert r"Why \*this\* \<b\>?" in md and "``a`b.txt:3``" in md and r"\# Title" in md
     assert r"> Some \[link\](x) text over lines" in md
 
 

@@ -285,7 +285,8 @@ def test_page_copy_and_export_with_quotes_and_sources(page):
     expect(reply.get_by_role("button", name="Copied")).to_be_visible()
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied.startswith(f"**Q:** {DRONES}") and "**1,700**" in copied
-    assert "`iran-russia-military-technology-axis.txt`" in copied and "\n> " in copied
+    # each source named as `qa ask` names it: file, the quote's line, the passage's lines
+    assert re.search(r"— `iran-russia-military-technology-axis\.txt:\d+ \(passage \d+", copied) and "\n> " in copied
     chat_ask(page, SHIPS)
     exported = {}
     for name, button in (("md", "#export-md"), ("json", "#export-json")):
