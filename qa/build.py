@@ -321,11 +321,7 @@ def write_generation(folder: Path, manifest: dict, passages: list[Passage], dens
         np.save(folder / "sentences.npy", sentence_vecs)
     with writing(folder / "sentence_table.npz"):
         np.savez(folder / "sentence_table.npz", ptr=sentence_ptr, rows=sentence_rows)
-    try:
-        save_bm25(bm25, folder)  # bm25.npz, then bm25_vocab.json
-    except OSError as e:
-        vocab = folder / "bm25_vocab.json"
-        raise IndexWriteError(vocab if vocab.exists() else folder / "bm25.npz", e) from e
+    save_bm25(bm25, folder)
     with writing(folder):
         manifest.update(record_files(folder))
     with writing(folder / "manifest.json"):

@@ -16,18 +16,22 @@ import json
 import os
 from pathlib import Path
 
+from qa.bm25 import BM25_FILES
 from qa.config import FAISS_BUILT, INDEX_FIELDS, PRECISIONS, IndexSettings, Settings
 from qa.digests import STAT_FIELDS, same_stat
 from qa.load import corpus_files, doc_id, file_hash, file_sha256
 from qa.passages import JSON_FILE, PASSAGE_FILES
 from qa.storage import CURRENT, damaged, with_current
 
-FORMAT_VERSION = 5  # 2: float16 FAISS storage; 3: passages carry pages and section headings; 4: HTML <h1>-<h6>
-# are headings; 5: the passages in a memory-mapped columnar store (qa.passages) instead of passages.json
-GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", *PASSAGE_FILES, "sentence_table.npz",
+FORMAT_VERSION = 6  # 2: float16 FAISS storage; 3: passages carry pages and section headings; 4: HTML <h1>-<h6>
+# are headings; 5: the passages in a memory-mapped columnar store (qa.passages) instead of passages.json;
+# 6: the BM25 postings in memory-mapped .npy files
+GENERATION_FILES = (*BM25_FILES, "dense.faiss", *PASSAGE_FILES, "sentence_table.npz",
                     "sentences.npy")  # besides manifest.json, which lists their digests
-JSON_GENERATION_FILES = ("bm25.npz", "bm25_vocab.json", "dense.faiss", JSON_FILE, "sentence_table.npz",
-                         "sentences.npy")  # format 4 and older
+OLDER_GENERATION_FILES = (  # what generations of older formats hold: they open as they are
+    ("bm25.npz", "bm25_vocab.json", "dense.faiss", *PASSAGE_FILES, "sentence_table.npz", "sentences.npy"),  # 5
+    ("bm25.npz", "bm25_vocab.json", "dense.faiss", JSON_FILE, "sentence_table.npz", "sentences.npy"),  # 4 and older
+)
 
 
 def index_signature(settings: Settings) -> dict:
@@ -188,7 +192,8 @@ def manifest_problem(m) -> str | None:
 
 def generation_files(manifest: dict) -> tuple[str, ...]:
     """The files (besides manifest.json) a generation of this manifest's format holds."""
-    return JSON_GENERATION_FILES if JSON_FILE in (manifest.get("files") or {}) else GENERATION_FILES
+    listed = sorted(manifest.get("files") or {})
+    return next((files for files in OLDER_GENERATION_FILES if sorted(files) == listed), GENERATION_FILES)
 
 
 def record_files(gen: Path) -> dict:

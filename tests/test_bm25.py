@@ -182,7 +182,8 @@ def test_top_with_nothing_to_return():
 def test_save_load_round_trip(tmp_path):
     index = build_bm25(CORPUS, k1=1.2, b=0.7, epsilon=0.2)
     save_bm25(index, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25.npz", "bm25_vocab.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25.npz", "bm25_docs.npy", "bm25_vocab.json",
+                                                          "bm25_weights.npy"]
     loaded = load_bm25(tmp_path)
     assert loaded.vocab == index.vocab and loaded.n_docs == index.n_docs
     assert (loaded.k1, loaded.b, loaded.epsilon) == (1.2, 0.7, 0.2)
@@ -216,6 +217,8 @@ def test_load_missing_files(tmp_path):
         lambda d: (d / "bm25_vocab.json").write_text("[\"iran\", "),
         lambda d: (d / "bm25_vocab.json").write_text("[\"iran\"]"),  # too few terms for the arrays
         lambda d: (d / "bm25_vocab.json").write_bytes(b"\xff\xfe\x00"),
+        lambda d: (d / "bm25_docs.npy").write_bytes((d / "bm25_docs.npy").read_bytes()[:-4]),  # a posting short
+        lambda d: np.save(d / "bm25_weights.npy", np.load(d / "bm25_weights.npy").astype(np.float32)),
     ],
 )
 def test_load_corrupt_files(tmp_path, damage):
@@ -223,6 +226,18 @@ def test_load_corrupt_files(tmp_path, damage):
     damage(tmp_path)
     with pytest.raises(QAError, match="corrupt") as info:
         load_bm25(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_posting_that_names_no_passage_is_a_one_line_error_when_read(tmp_path):
+    save_bm25(build_bm25(CORPUS), tmp_path)
+    docs = np.load(tmp_path / "bm25_docs.npy")
+    docs[-1] = 10**6
+    np.save(tmp_path / "bm25_docs.npy", docs)
+    loaded = load_bm25(tmp_path)  # no posting is read on load
+    last = max(loaded.vocab, key=loaded.vocab.get)
+    with pytest.raises(QAError, match="damaged") as info:
+        bm25_top(loaded, [last], 3)
     assert "\n" not in str(info.value)
 
 

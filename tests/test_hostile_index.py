@@ -301,7 +301,7 @@ def replaced(tmp: Path) -> Path:
 
 
 FULL_AT = ["emb-", "passage_texts.bin", "passages.npy", "passage_spans.npy", "passage_strings.json", "dense.faiss", "sentences.npy", "sentence_table.npz", "bm25.npz",
-           "bm25_vocab.json", "manifest.json", ".CURRENT."]
+           "bm25_vocab.json", "bm25_docs.npy", "bm25_weights.npy", "manifest.json", ".CURRENT."]
 
 
 @pytest.mark.parametrize("name_part", FULL_AT)

@@ -357,6 +357,8 @@ DAMAGE = {
     "dense.faiss deleted": ("dense.faiss", Path.unlink),
     "sentences.npy truncated": ("sentences.npy", _truncate),
     "bm25.npz flipped": ("bm25.npz", _flip_byte),
+    "bm25_weights.npy flipped": ("bm25_weights.npy", _flip_byte),
+    "bm25_docs.npy truncated": ("bm25_docs.npy", _truncate),
     "manifest.json truncated": ("manifest.json", _truncate),
 }
 

@@ -1,5 +1,6 @@
-"""The columnar passage store (qa.passages): exact round trip, nothing read on open, an index of
-format 4 (passages.json) still opens and is rewritten without encoding, crashes keep the old index."""
+"""The columnar passage store (qa.passages): exact round trip, nothing read on open, an index of an
+older format (4: passages.json; 5: BM25 postings in bm25.npz) still opens and is rewritten without
+encoding, a kill -9 while it is written keeps the old index."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from helpers_core import CountingEncoder, HashEncoder, live_generation, one_line
 from qa.build import build_index, ensure_index
 from qa.datatypes import Passage
 from qa.index import load_index
-from qa.manifest import FORMAT_VERSION, staleness
+from qa.bm25 import bm25_top, load_bm25
+from qa.manifest import FORMAT_VERSION, GENERATION_FILES, staleness
 from qa.passages import JSON_FILE, PASSAGE_FILES, PassageStore, open_passages, write_passages
 
 
@@ -146,17 +148,26 @@ def test_a_text_that_is_not_utf8_is_a_one_line_error_when_read(tmp_path):
     assert "was modified" in one_line_qaerror(load_index, settings)  # the digest catches it first
 
 
-def to_format_4(gen: Path) -> None:
-    """Rewrite generation ``gen`` as the previous version wrote it: passages.json, format 4."""
-    passages = list(open_passages(gen, json.loads((gen / "manifest.json").read_text())["docs"]))
-    columns = {k: [getattr(p, k) for p in passages] for k in ("doc", "ordinal", "start", "end", "line", "text",
-                                                              "page", "page_line", "heading")}
-    columns["sentences"] = [[list(s) for s in p.sentences] for p in passages]
-    (gen / JSON_FILE).write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
-    for name in PASSAGE_FILES:
-        (gen / name).unlink()
+def to_older_format(gen: Path, version: int) -> None:
+    """Rewrite generation ``gen`` as earlier versions wrote it: format 5 kept the BM25 postings in
+    bm25.npz (BM25 format 1); format 4 also kept the passages in passages.json."""
     manifest = json.loads((gen / "manifest.json").read_text())
-    manifest["format"] = manifest["signature"]["format"] = 4
+    bm25 = load_bm25(gen)
+    np.savez(gen / "bm25.npz", format=np.int64(1), n_docs=np.int64(bm25.n_docs),
+             params=np.array([bm25.k1, bm25.b, bm25.epsilon]), indptr=bm25.indptr, docs=np.asarray(bm25.docs),
+             weights=np.asarray(bm25.weights))
+    del bm25
+    for name in ("bm25_docs.npy", "bm25_weights.npy"):
+        (gen / name).unlink()
+    if version == 4:
+        passages = list(open_passages(gen, manifest["docs"]))
+        columns = {k: [getattr(p, k) for p in passages] for k in ("doc", "ordinal", "start", "end", "line", "text",
+                                                                  "page", "page_line", "heading")}
+        columns["sentences"] = [[list(s) for s in p.sentences] for p in passages]
+        (gen / JSON_FILE).write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
+        for name in PASSAGE_FILES:
+            (gen / name).unlink()
+    manifest["format"] = manifest["signature"]["format"] = version
     del manifest["stat"]
     manifest["files"] = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(gen.iterdir())
                          if f.name != "manifest.json"}
@@ -164,14 +175,18 @@ def to_format_4(gen: Path) -> None:
 
 
 @pytest.mark.unit
-def test_an_index_of_format_4_opens_and_is_rewritten_from_the_cache(tmp_path):
+@pytest.mark.parametrize("version", [4, 5])
+def test_an_index_of_an_older_format_opens_and_is_rewritten_from_the_cache(tmp_path, version):
     settings = hash_built(tmp_path)
     want = list(load_index(settings).passages)
+    question = ["crate", "batch", "kilos"]
+    want_bm25 = bm25_top(load_index(settings).bm25, question, 5)
     gen = live_generation(settings.index)
-    to_format_4(gen)
+    to_older_format(gen, version)
     old = load_index(settings)  # opens as it is, every digest checked
     assert old.passages == want and old.folder == gen
-    assert staleness(settings) == f"the index is in format 4, this version writes format {FORMAT_VERSION}"
+    assert all(np.array_equal(a, b) for a, b in zip(bm25_top(old.bm25, question, 5), want_bm25))
+    assert staleness(settings) == f"the index is in format {version}, this version writes format {FORMAT_VERSION}"
     log: list[str] = []
     enc = CountingEncoder(HashEncoder())
     build_index(settings, log=log.append, progress=False, encoder=enc)
@@ -179,13 +194,13 @@ def test_an_index_of_format_4_opens_and_is_rewritten_from_the_cache(tmp_path):
     index = load_index(settings)
     assert isinstance(index.passages, PassageStore) and index.passages == want
     assert index.folder != gen and staleness(settings) is None
-    assert not (index.folder / JSON_FILE).exists()
+    assert sorted(f.name for f in index.folder.iterdir()) == sorted([*GENERATION_FILES, "manifest.json"])
 
 
 @pytest.mark.unit
 def test_ensure_index_says_in_one_line_why_it_rewrites_an_old_index(tmp_path, monkeypatch):
     settings = hash_built(tmp_path)
-    to_format_4(live_generation(settings.index))
+    to_older_format(live_generation(settings.index), 4)
     monkeypatch.setattr("qa.build.indexing_encoder", lambda s: CountingEncoder(HashEncoder()))
     log: list[str] = []
     index = ensure_index(settings, log=log.append, progress=False)
