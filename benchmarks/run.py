@@ -397,7 +397,10 @@ def to_markdown(results: dict) -> str:
 
         L += ["", "## Memory of the loaded index", "",
               "RSS after `load_index` minus RSS before (fresh process, libraries already imported), per passage, "
-              "minus the passages' UTF-8 text.", "",
+              "minus the passages' text held in RAM (all of it for an index of format 4; for a memory-mapped store, "
+              "the texts file's resident pages: none until a query reads a passage). FAISS, BM25 postings: what "
+              "the index holds (mapped from format 6: resident only as searches touch it); Passage objects: the "
+              "mapped columns' resident pages from format 5.", "",
               "| size | load s | index RAM MB | text MB | bytes/passage beyond text | FAISS | BM25 postings | BM25 vocab | "
               "sentence table | Passage objects (excl. text) | str overhead | manifest |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -408,6 +411,12 @@ def to_markdown(results: dict) -> str:
                      f"**{mm['bytes_per_passage_beyond_text']:.0f}** | {c['faiss']:.0f} | {c['bm25_postings']:.0f} | "
                      f"{c['bm25_vocab_dict']:.0f} | {c['sentence_table']:.0f} | {c['passage_objects_excl_text']:.0f} | "
                      f"{c['text_str_overhead']:.0f} | {c['manifest']:.0f} |")
+        for s in sizes:
+            first = s["memory"].get("first_query_ms")
+            if first:
+                L.append(f"\n{s['size']}: the first searches after opening took BM25 {first['bm25']:.1f} ms, "
+                         f"dense {first['dense']:.1f} ms, reading 10 passages {first['10_passages']:.1f} ms "
+                         "(what a mapped index reads as a query first touches it).")
 
         L += ["", "## Warm query latency (ms, p50 / p95)", "",
               "Per stage, from `Result.timings_ms` of `qa.pipeline.ask`, after 10 warm-up questions. In bm25 mode the "

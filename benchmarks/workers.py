@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import random
+import re
 import resource
 import sys
 import time
@@ -299,6 +300,42 @@ def _deep_size(objs, seen: set[int]) -> int:
     return size
 
 
+def mapped_rss(gen: Path) -> dict[str, int]:
+    """Resident bytes of each file of generation ``gen`` this process has memory-mapped (/proc/self/smaps)."""
+    out: dict[str, int] = {}
+    name = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's header: address, perms, offset, dev, inode, path
+                parts = line.split(None, 5)
+                path = Path(parts[5].strip()) if len(parts) > 5 else None
+                name = path.name if path is not None and path.parent == Path(gen) else None
+            elif name and line.startswith("Rss:"):
+                out[name] = out.get(name, 0) + int(line.split()[1]) * 1024
+    return out
+
+
+def first_queries(idx) -> dict:
+    """Milliseconds of the first BM25 and dense searches and the first passage read after opening:
+    a mapped index reads from disk (or the page cache) what these touch first."""
+    from qa.bm25 import bm25_top
+    from qa.dense import dense_top
+    from qa.terms import tokenize
+
+    out = {}
+    t = time.perf_counter()
+    rows, _ = bm25_top(idx.bm25, tokenize("When did the university first admit women students?"), 50)
+    out["bm25"] = (time.perf_counter() - t) * 1000
+    q = np.random.default_rng(0).standard_normal(idx.dense.d).astype(np.float32)
+    t = time.perf_counter()
+    dense_top(idx.dense, q / np.linalg.norm(q), 50)
+    out["dense"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    [idx.passages[int(r)] for r in rows[:10]]
+    out["10_passages"] = (time.perf_counter() - t) * 1000
+    return out
+
+
 def task_memory(args: dict) -> dict:
     import faiss  # noqa: F401  (imports are not the index's memory)
     import qa.bm25  # noqa: F401
@@ -312,10 +349,15 @@ def task_memory(args: dict) -> dict:
     load_s = time.perf_counter() - t
     gc.collect()
     r1 = rss_mb()
+    mapped = mapped_rss(idx.folder)  # before anything below reads a text
     n = len(idx.passages)
+    first_query_ms = first_queries(idx)
     text_utf8 = sum(len(p.text.encode("utf-8")) for p in idx.passages)
     text_py = sum(sys.getsizeof(p.text) for p in idx.passages)
-    beyond = (r1 - r0) * 2**20 - text_utf8
+    # the text the loaded index holds in RAM: all of it when the passages are Python objects (format 4),
+    # else the resident pages of the mapped texts file (none, when nothing read a text)
+    text_in_ram = text_utf8 if isinstance(idx.passages, list) else mapped.get("passage_texts.bin", 0)
+    beyond = (r1 - r0) * 2**20 - text_in_ram
 
     # where it goes: component estimates
     import faiss as _f
@@ -325,13 +367,18 @@ def task_memory(args: dict) -> dict:
     bm25_arrays = bm.indptr.nbytes + bm.docs.nbytes + bm.weights.nbytes
     vocab_bytes = _deep_size([bm.vocab], set())
     table = idx.sentence_ptr.nbytes + idx.sentence_rows.nbytes
-    sample = random.Random(0).sample(idx.passages, min(2000, n))
-    seen = {id(p.text) for p in sample}
-    passage_objs = _deep_size(sample, seen) / len(sample) * n + sys.getsizeof(idx.passages)
+    if isinstance(idx.passages, list):
+        sample = random.Random(0).sample(idx.passages, min(2000, n))
+        seen = {id(p.text) for p in sample}
+        passage_objs = _deep_size(sample, seen) / len(sample) * n + sys.getsizeof(idx.passages)
+    else:  # the columns' pages the opening check made resident
+        passage_objs = mapped.get("passages.npy", 0) + mapped.get("passage_spans.npy", 0)
     manifest = _deep_size([idx.manifest], set())
     res = {
         "passages": n,
         "load_seconds": load_s,
+        "first_query_ms": first_query_ms,
+        "mapped_rss_bytes_per_passage": {name: b / n for name, b in sorted(mapped.items())},
         "rss_before_mb": r0,
         "rss_after_mb": r1,
         "index_ram_mb": r1 - r0,
