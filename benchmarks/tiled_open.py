@@ -5,6 +5,7 @@ fresh processes, with the files in the page cache (warm) and evicted from it (co
 ``posix_fadvise(DONTNEED)`` on this index's files only).
 
     python benchmarks/tiled_open.py --index benchmarks/out/work/100k/index --times 10 --out /tmp/tiled-1M
+    python benchmarks/tiled_open.py --reuse --out /tmp/tiled-1M     # time it again, after a change to qa/
 
 The tiled index is a real format-6 index (``load_index`` checks every file of it) whose content
 repeats, and whose HNSW copies are not linked to each other (a search stays in the first copy):
@@ -150,14 +151,20 @@ def time_open(index: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--index", type=Path, required=True, help="an index folder of this format (e.g. a 100k benchmark's)")
+    p.add_argument("--index", type=Path, help="an index folder of this format (e.g. a 100k benchmark's)")
     p.add_argument("--times", type=int, default=10)
     p.add_argument("--out", type=Path, required=True, help="where the tiled index folder is written")
     p.add_argument("--runs", type=int, default=3, help="opens timed, warm and cold each")
+    p.add_argument("--reuse", action="store_true", help="time the index tiled into --out before (no tiling)")
     args = p.parse_args()
-    t = time.perf_counter()
-    gen = tile(args.index, args.out, args.times)
-    print(f"tiled {args.index} x{args.times} into {args.out} in {time.perf_counter() - t:.0f} s", flush=True)
+    if args.reuse:
+        gen = args.out / "gen-tiled"
+    elif args.index is None:
+        raise SystemExit("--index is needed to tile (or --reuse)")
+    else:
+        t = time.perf_counter()
+        gen = tile(args.index, args.out, args.times)
+        print(f"tiled {args.index} x{args.times} into {args.out} in {time.perf_counter() - t:.0f} s", flush=True)
     from qa.cpu import cpu_name
 
     results = {"cpu": cpu_name(), "cores": os.cpu_count(), "warm": [], "cold": []}

@@ -309,7 +309,7 @@ def mapped_rss(gen: Path) -> dict[str, int]:
             if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's header: address, perms, offset, dev, inode, path
                 parts = line.split(None, 5)
                 path = Path(parts[5].strip()) if len(parts) > 5 else None
-                name = path.name if path is not None and path.parent == Path(gen) else None
+                name = path.name if path is not None and path.parent == Path(gen).resolve() else None
             elif name and line.startswith("Rss:"):
                 out[name] = out.get(name, 0) + int(line.split()[1]) * 1024
     return out

@@ -100,7 +100,8 @@ def _load_generation(folder: Path, gen: Path, manifest: dict, settings: Settings
         if len(passages) != manifest["passages"]:
             raise ValueError(f"{name} does not match manifest.json")
         name = "dense.faiss"
-        dense = read_faiss(gen / name, manifest["faiss"], settings)
+        dense = read_faiss(gen / name, manifest["faiss"], settings,
+                           vector_bytes=manifest["passages"] * manifest["model"]["dim"] * 2)  # float16
         if dense.ntotal != len(passages) or dense.d != manifest["model"]["dim"]:
             raise ValueError(f"dense.faiss does not match {pfile}")
         name = "bm25.npz"
