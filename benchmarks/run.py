@@ -187,7 +187,13 @@ def bench_size(n: int, args, out: Path, chunks, settings: dict, pool_dirs: list[
             shutil.rmtree(work / "index", ignore_errors=True)
             shutil.copytree(src / "index" / "cache", work / "index" / "cache")
             base = {"corpus": str(src / "corpus"), "index": str(work / "index"), "settings": settings}
-            res["build"] = run_worker("build", {**base, "keep_cache": True}, work)
+            # a synthetic size's texts missing from the cache (its keys changed since) get synthetic vectors
+            # again, drawn from the earlier run's real ones: never a real encoding of the whole size
+            earlier = json.loads((Path(args.reuse_index) / "results.json").read_text())["sizes"]
+            pools = [str(d) for d in sorted(Path(args.reuse_index).glob("work/*/index"))
+                     if d.parent.name == "pool" or not earlier.get(d.parent.name, {}).get("synthetic_vectors", True)]
+            res["build"] = run_worker("build", {**base, "keep_cache": True, "synthetic": synthetic,
+                                                "pool_dirs": pools if synthetic else []}, work)
             res["build"]["from_cache_of"] = str(src)
         else:
             say(f"{name}: reusing the corpus and index of {args.reuse_index} (no build)")
