@@ -11,7 +11,6 @@ they are made is ``Settings.sentence_vectors``:
   0.2-0.3 points of hybrid Recall@5 on SQuAD dev (README, "Indexing speed").
   A sentence shared by two overlapping passages is pooled from the first. Its vector depends on
   the passage around it, so it is cached under the key of the passage's encoder input and its span.
-
 - ``encoded``: every sentence encoded on its own (cached by its text), the older path.
 
 The encoder input of a passage is the passage with its context (``Settings.dense_context``,
