@@ -29,6 +29,8 @@ from qa.datatypes import QAError
 from qa.index import Log, stderr_log
 
 ENCODE_BATCH = 64  # passages per actor call: two encoder batches, so Ray's per-call overhead is spread thin
+SPLIT_BATCH = 16  # documents per split call
+SPLIT_BLOCKS_PER_WORKER = 16  # input blocks of document paths: enough to keep every split task busy
 SHARD_VECTORS = 4 * 256  # cache entries per shard written: ~256 passages and their sentences, as a local build
 
 
@@ -66,18 +68,28 @@ def shutdown() -> None:
         ray.shutdown()
 
 
+_KEYS: dict = {}  # this worker's copy of the cache's keys, by object ref: fetched once, not per batch
+
+
+def _cached_keys(ref) -> frozenset:
+    import ray
+
+    if ref.hex() not in _KEYS:
+        _KEYS.clear()
+        _KEYS[ref.hex()] = ray.get(ref)
+    return _KEYS[ref.hex()]
+
+
 def _split(batch: dict, corpus: str, sentences_per_passage: int, overlap: int, context: str, cached_ref) -> dict:
     """Ray task: a batch of document paths -> the encoder inputs of the passages (as ``qa.split`` cuts
     them, with their ``context``: ``qa.split.dense_text``) whose vectors, or any of whose pooled sentence
     vectors, the cache (the set of keys in ``cached_ref``) lacks."""
-    import ray
-
     from qa.datatypes import text_key
     from qa.load import load_document
     from qa.split import dense_text, split_document
     from qa.vectors import input_spans, span_key
 
-    cached = ray.get(cached_ref[0])  # in a list: Ray passes a bare ObjectRef argument of a UDF as is
+    cached = _cached_keys(cached_ref[0])  # in a list: Ray passes a bare ObjectRef argument of a UDF as is
     rows: dict[str, list] = {"text": [], "spans": []}
     for path in batch["path"].tolist():
         try:
@@ -153,12 +165,17 @@ def _prefill(settings: Settings, corpus: Path, files: list[Path], workers: int |
     # Blocks of about ENCODE_BATCH passages (~1 KB each), so that a large document's passages
     # spread over every actor and each block written back is a resumable step.
     ray.data.DataContext.get_current().target_max_block_size = ENCODE_BATCH * 2048
-    ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=len(files))
-    # reading and splitting are light next to encoding: tasks that reserve no CPU, so they run
-    # beside the encoder actors, which hold one CPU each
+    ds = ray.data.from_items([{"path": str(p)} for p in files],
+                             override_num_blocks=min(len(files), SPLIT_BLOCKS_PER_WORKER * n_workers))
+    # Reading and splitting are light next to encoding (~25,000 against ~20 passages/s a core): tasks
+    # that reserve no CPU, so they run beside the encoder actors, which hold one CPU each, but at most
+    # one per encoder at a time. Uncapped, a 100k-passage corpus (5,726 files, a block each) started
+    # 5,726 such tasks at once: Ray spawned over 100 worker processes on 2 cores (load average 66)
+    # and the encoder actors were still pending a minute later (AMD EPYC, 2 cores).
     ds = ds.map_batches(_split, fn_args=(str(corpus), settings.sentences_per_passage, settings.overlap,
                                           settings.dense_context, [cached]),
-                        batch_size=1, batch_format="numpy", num_cpus=0)
+                        batch_size=SPLIT_BATCH, batch_format="numpy", num_cpus=0,
+                        compute=ray.data.TaskPoolStrategy(size=n_workers))
     # Ray Data restarts a dead actor and retries its batch (max_restarts and max_task_retries -1
     # are its defaults for actor pools): a worker lost mid-build costs only the batch it held.
     ds = ds.map_batches(_Encoder, fn_constructor_args=(_settings_dict(settings), fail_marker),

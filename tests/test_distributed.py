@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray  # noqa: F401  (qa[ray], installed by make test)
+import ray  # qa[ray], installed by make test
+import ray.data
 
 import qa.distributed as qd
 from helpers_core import DOC_A, DOC_B, ROOT, copy_corpus, real_encoder, settings_for
@@ -87,6 +88,32 @@ def test_distributed_build_encodes_the_passages_with_their_context(local_ray, tm
     local = corpus_at(tmp_path / "local").replace(dense_context="title,heading")
     build_index(local, log=lambda m: None, progress=False, encoder=real_encoder())
     assert_same_index(load_index(settings), load_index(local))
+
+
+def test_a_corpus_of_many_files_is_split_by_a_bounded_pool(local_ray, tmp_path, monkeypatch):
+    """Hundreds of documents: the split tasks run in a pool of one per encoder (uncapped, 5,726 files
+    once started over a hundred Ray workers on 2 cores), and every passage of every file is encoded
+    on Ray."""
+    pools: list[int] = []
+    real_pool = ray.data.TaskPoolStrategy
+
+    def recorded_pool(size=None):
+        pools.append(size)
+        return real_pool(size=size)
+
+    monkeypatch.setattr(ray.data, "TaskPoolStrategy", recorded_pool)
+    settings = settings_for(tmp_path)
+    corpus = Path(settings.corpus)
+    corpus.mkdir(parents=True, exist_ok=True)
+    for i in range(300):
+        (corpus / f"note-{i:03d}.txt").write_text(
+            f"Field note {i}. Convoy {i} crossed checkpoint {i % 17} at dawn. "
+            f"It carried {i * 3} crates of parts for site {i % 11}.\n", encoding="utf-8")
+    log: list[str] = []
+    manifest = qd.build_index_ray(settings, workers=2, log=log.append, progress=False)
+    assert not [m for m in log if m.startswith("index: encoding")]  # Ray encoded every passage
+    assert manifest["ray"]["passages"] == len(load_index(settings).passages) >= 300
+    assert pools == [2]
 
 
 def test_a_killed_worker_loses_only_its_batch(local_ray, local_build, tmp_path, monkeypatch):
