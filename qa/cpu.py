@@ -35,6 +35,7 @@ BF16_UNITS = ("amx_bf16", "avx512_bf16")
 #   in a build; not a candidate.
 MEETS_QUALITY_RULE: frozenset[str] = frozenset()
 
+
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), to name beside every measured figure."""
     try:
