@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qa.cpu import cpu_count, cpu_flags, cpu_name  # noqa: E402
+from qa.cpu import cpu_count, cpu_name, vector_units  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "benchmarks" / "beir-scifact"
 
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(corpus, ignore_errors=True)
         docs, chars = scifact_corpus(args.beir, corpus, args.chars)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    flags = cpu_flags()
-    units = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    units = vector_units()
     print(f"CPU: {cpu_name()}, {cpu_count()} cores, {', '.join(units)}; corpus {docs:,} documents, {chars:,} characters")
     rows = []
     passages: list[str] = []

@@ -24,15 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qa.config import Settings  # noqa: E402
-from qa.cpu import cpu_flags, cpu_name  # noqa: E402
+from qa.cpu import cpu_name, vector_units  # noqa: E402
 from qa.eval.metrics import percentile  # noqa: E402
 from qa.pipeline import ask, open_engine  # noqa: E402
-
-
-def cpu_units() -> str:
-    flags = cpu_flags()
-    found = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    return ", ".join(found)
 
 
 def main() -> int:
@@ -62,7 +56,7 @@ def main() -> int:
                         "--index", str(args.index), questions[0]], check=True, capture_output=True)
         cold.append(time.perf_counter() - t)
     result = {
-        "cpu": cpu_name(), "units": cpu_units(), "cores": os.cpu_count(), "read": args.read,
+        "cpu": cpu_name(), "units": ", ".join(vector_units()), "cores": os.cpu_count(), "read": args.read,
         "questions": len(questions), "asks": len(total),
         "warm_total_ms": {"p50": percentile(total, 50), "p95": percentile(total, 95)},
         "reader_ms": {"p50": percentile(reader, 50), "p95": percentile(reader, 95)},

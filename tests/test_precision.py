@@ -13,7 +13,7 @@ import qa.cpu
 from helpers_core import HashEncoder, copy_corpus, live_generation, one_line_qaerror, settings_for
 from qa.cli import main
 from qa.config import Settings
-from qa.cpu import choose_precision, cpu_flags, parse_cpu_flags, precision_note, resolve_precision
+from qa.cpu import choose_precision, cpu_flags, parse_cpu_flags, precision_note, resolve_precision, vector_units
 from qa.index import load_index
 from qa.manifest import read_manifest, staleness
 
@@ -91,6 +91,13 @@ def test_flags_are_read_from_cpuinfo_x86_and_arm() -> None:
     assert parse_cpu_flags(ARM_CPUINFO) == {"fp", "asimd", "evtstrm", "aes", "asimddp", "i8mm", "bf16"}
     assert parse_cpu_flags("") == frozenset()
     assert parse_cpu_flags("processor : 0\nmodel name : something\n") == frozenset()
+
+
+def test_the_units_named_beside_a_figure_in_a_fixed_order() -> None:
+    assert vector_units(EPYC_ZEN4) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert vector_units(SAPPHIRE_RAPIDS) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+    assert vector_units(EPYC_ZEN2) == ["avx2"]
+    assert vector_units(ARM_NEOVERSE) == []
 
 
 def test_no_cpuinfo_means_no_flags_and_fp32(monkeypatch, tmp_path) -> None:
