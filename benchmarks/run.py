@@ -76,6 +76,35 @@ def parse_size(text: str) -> int:
     return int(float(t) * mult)
 
 
+# Peak RSS of a build per passage: 2,075 MB at 100k (synthetic vectors, 2026-12-01); a 1M build held
+# about 22 GB (23.5 GiB machine, 1.1 GB left, 1.3 GB another process) and was still making its vectors,
+# with FAISS and BM25 to come, when it was stopped (2026-12-03, AMD EPYC): qa.build holds every passage
+# and vector at once. 30 KB a passage is that lower bound with room for the last two steps.
+BUILD_BYTES_PER_PASSAGE = 30_000
+
+
+def mem_available() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_refusal(n: int, available: int | None) -> str | None:
+    """Why a build of ``n`` passages cannot finish in ``available`` bytes, or None when it can (or
+    when the memory is unknown)."""
+    need = n * BUILD_BYTES_PER_PASSAGE
+    if available is None or need <= available:
+        return None
+    return (f"{label(n)}: the build needs about {need / 1e9:.0f} GB ({BUILD_BYTES_PER_PASSAGE // 1000} KB a passage, estimated from a "
+            f"measured 1M build) and this machine has {available / 1e9:.1f} GB available; it would be killed part-way "
+            f"(--force to try anyway)")
+
+
 def label(n: int) -> str:
     if n >= 1_000_000 and n % 1_000_000 == 0:
         return f"{n // 1_000_000}M"
@@ -550,6 +579,7 @@ def main(argv=None) -> int:
                         "this CPU's flags)")
     p.add_argument("--index-backend", choices=("auto", "onnx", "torch"), help="Settings.backend (default: auto)")
     p.add_argument("--fresh", action="store_true", help="discard results of earlier runs in --out")
+    p.add_argument("--force", action="store_true", help="build a size even when it looks too large for the memory")
     p.add_argument("--reuse-index", metavar="OUT",
                    help="measure memory/latency on the corpora and indexes of an earlier run's --out (no build; "
                         "its build figures are copied), e.g. to re-measure after a change to qa/'s query path")
@@ -570,6 +600,11 @@ def main(argv=None) -> int:
     if args.index_backend:
         settings["backend"] = args.index_backend
 
+    if not args.force and not (args.reuse_index and not args.rebuild):  # a size is built
+        for n in sizes:
+            refusal = memory_refusal(n, mem_available())
+            if refusal:
+                raise SystemExit(f"benchmark: {refusal}")
     prev = {}
     if (out / "results.json").exists() and not args.fresh:
         try:
