@@ -51,35 +51,29 @@ print(json.dumps({"entries": embeddings.count(), "seconds": time.perf_counter() 
 """
 
 
-def scifact_corpus(beir: Path, folder: Path, chars: int) -> tuple[int, int]:
+def scifact_corpus(beir: Path, folder: Path, chars: int) -> None:
     """The first SciFact abstracts up to ``chars`` characters, one ``.txt`` each (title on the first line)."""
     folder.mkdir(parents=True, exist_ok=True)
-    docs = total = 0
+    total = 0
     with open(beir / "corpus.jsonl", encoding="utf-8") as f:
         for line in f:
             d = json.loads(line)
             text = (d.get("title", "").strip() + "\n\n" + d.get("text", "").strip()).strip() + "\n"
             (folder / f"{d['_id']}.txt").write_text(text, encoding="utf-8")
-            docs += 1
             total += len(text)
             if total >= chars:
                 break
-    return docs, total
-
-
-def load_avg() -> float:
-    return os.getloadavg()[0]
 
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str, float, float]:
     """Wall seconds, stdout, and the 1-minute load average before and after."""
-    before = load_avg()
+    before = os.getloadavg()[0]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         sys.exit(f"peer_build: {' '.join(cmd[:3])} … failed:\n{proc.stderr[-2000:]}")
-    return seconds, proc.stdout, before, load_avg()
+    return seconds, proc.stdout, before, os.getloadavg()[0]
 
 
 def our_passages(index: Path) -> list[str]:
@@ -113,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.corpus:
         corpus = args.corpus
-        docs, chars = len(document_texts(corpus)), sum(map(len, document_texts(corpus)))
     else:
         corpus = work / "corpus"
         shutil.rmtree(corpus, ignore_errors=True)
-        docs, chars = scifact_corpus(args.beir, corpus, args.chars)
+        scifact_corpus(args.beir, corpus, args.chars)
+    documents = document_texts(corpus)
+    docs, chars = len(documents), sum(map(len, documents))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     units = vector_units()
     print(f"CPU: {cpu_name()}, {cpu_count()} cores, {', '.join(units)}; corpus {docs:,} documents, {chars:,} characters")
@@ -134,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"system": f"qa index --precision {precision}", "entries": len(texts), "seconds": seconds,
                      "load_before": before, "load_after": after})
         print(f"  {rows[-1]['system']}: {len(texts):,} passages in {seconds:.1f} s (load {before:.1f} -> {after:.1f})")
-    for name, texts in (("txtai hybrid, our passages", passages), ("txtai hybrid, whole documents", document_texts(corpus))):
+    for name, texts in (("txtai hybrid, our passages", passages), ("txtai hybrid, whole documents", documents)):
         texts_file = work / "texts.json"
         texts_file.write_text(json.dumps(texts))
         out = work / "txtai-index"

@@ -83,15 +83,20 @@ def parse_size(text: str) -> int:
 BUILD_BYTES_PER_PASSAGE = 30_000
 
 
-def mem_available() -> int | None:
-    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or None."""
+def meminfo(field: str) -> int | None:
+    """A ``/proc/meminfo`` field in bytes (``MemTotal``, ``MemAvailable``: what can be allocated
+    without swapping), or None where it cannot be read."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def mem_available() -> int | None:
+    return meminfo("MemAvailable")
 
 
 def memory_refusal(n: int, available: int | None) -> str | None:
@@ -132,17 +137,10 @@ def run_worker(task: str, args: dict, workdir: Path) -> dict:
 
 
 def machine() -> dict:
-    from qa.cpu import INT8_UNITS, BF16_UNITS, cpu_flags, cpu_name, resolve_precision
+    from qa.cpu import cpu_name, resolve_precision, vector_units
 
-    flags = cpu_flags()
-    units = [f for f in ("avx2", "avx512f", *INT8_UNITS, *BF16_UNITS) if f in flags]
-    mem = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
+    total = meminfo("MemTotal")
+    mem = f"{total / 2**30:.1f} GiB" if total else ""
 
     def ver(pkg: str) -> str:
         try:
@@ -155,7 +153,7 @@ def machine() -> dict:
     except AttributeError:
         cores = os.cpu_count()
     return {
-        "cpu": cpu_name(), "units": units, "auto_precision": resolve_precision("auto"), "cores": cores, "ram": mem, "python": platform.python_version(),
+        "cpu": cpu_name(), "units": vector_units(), "auto_precision": resolve_precision("auto"), "cores": cores, "ram": mem, "python": platform.python_version(),
         "torch": ver("torch"), "faiss": ver("faiss-cpu"), "onnxruntime": ver("onnxruntime"),
         "numpy": ver("numpy"), "sentence_transformers": ver("sentence-transformers"),
         "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),

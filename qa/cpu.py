@@ -89,7 +89,7 @@ def vector_units(flags: Iterable[str] | None = None) -> list[str]:
     """The vector and matrix units among ``flags`` (default: this CPU's) that decide encoder and reader
     speed, for naming the machine beside a measured figure."""
     have = set(cpu_flags() if flags is None else flags)
-    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in have]
+    return [f for f in ("avx2", "avx512f", *INT8_UNITS, *BF16_UNITS) if f in have]
 
 
 def has_bf16(flags: Iterable[str]) -> bool:

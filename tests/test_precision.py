@@ -95,7 +95,9 @@ def test_flags_are_read_from_cpuinfo_x86_and_arm() -> None:
 
 def test_the_units_named_beside_a_figure_in_a_fixed_order() -> None:
     assert vector_units(EPYC_ZEN4) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
-    assert vector_units(SAPPHIRE_RAPIDS) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+    assert vector_units(SAPPHIRE_RAPIDS) == ["avx2", "avx512f", "amx_int8", "avx512_vnni", "avx_vnni", "amx_bf16",
+                                             "avx512_bf16"]
+    assert vector_units(ALDER_LAKE) == ["avx2", "avx_vnni"]
     assert vector_units(EPYC_ZEN2) == ["avx2"]
     assert vector_units(ARM_NEOVERSE) == []
 
