@@ -3,15 +3,18 @@
 Each (term, document) pair stores its whole contribution
 ``idf[t] * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))``, computed with the
 same floating-point operations as rank-bm25, so a query is a sum of posting slices.
-Only numpy is imported here; rank-bm25 is imported when an index is built.
+Only numpy is imported here; rank-bm25 is the reference the tests hold the scores to.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
+from array import array
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -40,35 +43,73 @@ class BM25:
     epsilon: float = 0.25
 
 
+@dataclass(eq=False)
+class TermCounts:
+    """Each document's distinct terms and their frequencies, counted as the documents stream past
+    (``count_terms``): what ``bm25_from_counts`` needs, in a few bytes a posting. Term ids are given in
+    order of first occurrence, as ``rank_bm25`` orders its idf table (its average idf sums them in it)."""
+
+    vocab: dict[str, int]
+    term_ids: array  # int32, each document's distinct terms in order of first occurrence, document after document
+    tf: array  # int32, the frequency of each of them in its document
+    n_terms: array  # int64, distinct terms per document
+    doc_len: array  # int64, tokens per document
+
+
+def count_terms(corpus_tokens: Iterable[list[str]]) -> TermCounts:
+    """Count the terms of tokenised documents, one document at a time: a build passes a generator, so
+    no list of every document's tokens is held (at 1M passages those lists took ~6 GB, rank_bm25's
+    per-document dicts as much again)."""
+    vocab: dict[str, int] = {}
+    counts = TermCounts(vocab, array("i"), array("i"), array("q"), array("q"))
+    add_term = vocab.setdefault
+    for tokens in corpus_tokens:
+        freqs = Counter(tokens)  # keeps the order of first occurrence
+        counts.term_ids.extend([add_term(t, len(vocab)) for t in freqs])
+        counts.tf.extend(freqs.values())
+        counts.n_terms.append(len(freqs))
+        counts.doc_len.append(len(tokens))
+    return counts
+
+
 def build_bm25(
-    corpus_tokens: list[list[str]], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25
+    corpus_tokens: Iterable[list[str]], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25
 ) -> BM25:
-    """Index tokenised documents; idf, term frequencies and lengths come from ``BM25Okapi``."""
-    n_docs = len(corpus_tokens)
-    if not any(corpus_tokens):  # no terms at all: rank-bm25 would divide by zero
+    """Index tokenised documents, scoring like ``BM25Okapi`` over them."""
+    return bm25_from_counts(count_terms(corpus_tokens), k1, b, epsilon)
+
+
+def bm25_from_counts(counts: TermCounts, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> BM25:
+    """The index of counted documents, with ``BM25Okapi``'s idf, document lengths and operations."""
+    n_docs = len(counts.doc_len)
+    vocab = counts.vocab
+    total_len = sum(counts.doc_len)
+    if not total_len:  # no terms at all: rank-bm25 would divide by zero
         return BM25({}, np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float64),
                     n_docs, float(k1), float(b), float(epsilon))
-    from rank_bm25 import BM25Okapi
+    term_ids = np.frombuffer(counts.term_ids, dtype=np.int32)
+    tf = np.frombuffer(counts.tf, dtype=np.int32)
+    n_terms = np.frombuffer(counts.n_terms, dtype=np.int64)
+    rows = np.repeat(np.arange(n_docs, dtype=np.int32), n_terms)
+    df = np.bincount(term_ids, minlength=len(vocab))
 
-    okapi = BM25Okapi(corpus_tokens, k1=k1, b=b, epsilon=epsilon)
-    vocab = {term: i for i, term in enumerate(okapi.idf)}
-    freqs = okapi.doc_freqs
-    lengths = np.fromiter(map(len, freqs), dtype=np.int64, count=n_docs)
-    total = int(lengths.sum())
-    term_ids = np.fromiter(map(vocab.__getitem__, chain.from_iterable(freqs)), dtype=np.int32, count=total)
-    tf = np.fromiter(chain.from_iterable(d.values() for d in freqs), dtype=np.int64, count=total)
-    rows = np.repeat(np.arange(n_docs, dtype=np.int32), lengths)
-    del okapi.doc_freqs, freqs
-
-    idf = np.fromiter(okapi.idf.values(), dtype=np.float64, count=len(vocab))
-    doc_len = np.array(okapi.doc_len)
+    # BM25Okapi._calc_idf, term by term in its order (its average idf is a sum in that order)
+    idf = np.empty(len(vocab), dtype=np.float64)
+    idf_sum = 0.0
+    for t, freq in enumerate(df.tolist()):
+        idf[t] = value = math.log(n_docs - freq + 0.5) - math.log(freq + 0.5)
+        idf_sum += value
+    idf[idf < 0] = epsilon * (idf_sum / len(vocab))
+    doc_len = np.frombuffer(counts.doc_len, dtype=np.int64)
+    avgdl = total_len / n_docs
     # Same operations, in the same order, as BM25Okapi.get_scores.
-    norm = k1 * (1 - b + b * doc_len / okapi.avgdl)
+    norm = k1 * (1 - b + b * doc_len / avgdl)
     weights = idf[term_ids] * (tf * (k1 + 1) / (tf + norm[rows]))
+    del norm
 
     order = _stable_argsort(term_ids)  # keeps rows ascending within a term
     indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(term_ids, minlength=len(vocab)), out=indptr[1:])
+    np.cumsum(df, out=indptr[1:])
     return BM25(vocab, indptr, rows[order], weights[order], n_docs, float(k1), float(b), float(epsilon))
 
 
