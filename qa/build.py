@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from qa.bm25 import BM25, build_bm25, save_bm25
+from qa.bm25 import BM25, bm25_from_counts, count_terms, save_bm25
 from qa.calibration import CALIBRATION_FILE
 from qa.config import Settings
 from qa.datatypes import Document, Passage, QAError, text_key
@@ -146,23 +146,27 @@ def build_index(
 
         encoder = encoder or indexing_encoder(settings)
         lap("encoder")
-        sentence_keys, sentence_texts, sentence_ptr, sentence_rows = _sentence_table(passages)
+        pooled = settings.sentence_vectors == "pooled"  # a pooled build needs no sentence texts of its own
+        sentence_keys, sentence_texts, sentence_ptr, sentence_rows = _sentence_table(passages, texts=not pooled)
+        n_sentences = int(sentence_rows.max()) + 1 if len(sentence_rows) else 0
         lap("sentences")
         cache_dir = _cache_dir(settings)
         titles = {d: meta["title"] for d, meta in docs_meta.items()}
         vectors, live = _vectors(settings, encoder, passages, titles, sentence_keys, sentence_texts, sentence_ptr,
                                  sentence_rows, progress, log)
-        passage_vecs = vectors[: len(passages)].astype(np.float32)
-        sentence_vecs = vectors[len(passages) :].astype(np.float16)
+        del sentence_keys, sentence_texts
         lap("encode")
 
         t_enc = time.perf_counter()
-        dense = build_faiss(passage_vecs, settings)
+        dense = build_faiss(vectors[: len(passages)], settings)
+        sentence_vecs = vectors[len(passages) :]
+        del vectors
         lap("faiss")
-        tokens = [tokenize(index_text(p, titles[p.doc])) for p in passages]  # title and heading in every passage
+        # title and heading in every passage; counted as they are tokenised, no passage's tokens kept
+        counts = count_terms(tokenize(index_text(p, titles[p.doc])) for p in passages)
         lap("tokenize")
-        bm25 = build_bm25(tokens, k1=settings.bm25_k1, b=settings.bm25_b)
-        del tokens  # not held while the generation is written
+        bm25 = bm25_from_counts(counts, k1=settings.bm25_k1, b=settings.bm25_b)
+        del counts
         lap("bm25")
         manifest = {
             "format": FORMAT_VERSION,
@@ -176,7 +180,7 @@ def build_index(
             "skipped": skipped,
             "skipped_stat": skipped_stat,
             "passages": len(passages),
-            "sentences": len(sentence_texts),
+            "sentences": n_sentences,
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         def write(tmp: Path) -> None:
@@ -184,6 +188,8 @@ def build_index(
             keep_fitted(folder, tmp, signature["model"])
 
         gen = publish(folder, write)
+        n_docs, n_passages = len(docs_meta), len(passages)
+        del passages, dense, bm25, sentence_vecs  # not held while the cache is compacted
         lap("write")
         drop_old_generations(folder, keep=gen.name)
         lap("cleanup")
@@ -193,8 +199,8 @@ def build_index(
             log(f"warning: {e}; the embedding cache was not compacted")
         lap("cache")
         log(
-            f"index: {len(docs_meta)} documents ({n_read} read), {len(passages)} passages, "
-            f"{len(sentence_texts)} sentences in {time.perf_counter() - t0:.1f}s "
+            f"index: {n_docs} documents ({n_read} read), {n_passages} passages, "
+            f"{n_sentences} sentences in {time.perf_counter() - t0:.1f}s "
             f"(FAISS+BM25 {time.perf_counter() - t_enc:.1f}s)"
         )
         return manifest
@@ -213,7 +219,8 @@ def warm_cache(settings: Settings, docs: list[Document], *, encoder=None, log: L
     written: list[Path] = []
     if passages:
         _vectors(settings, encoder or indexing_encoder(settings), passages, {d.id: d.title for d in docs},
-                 *_sentence_table(passages), progress, log, upload=True, written=written)
+                 *_sentence_table(passages, texts=settings.sentence_vectors != "pooled"), progress, log, upload=True,
+                 written=written)
     return written
 
 
@@ -264,11 +271,12 @@ def _reusable(folder: Path, signature: dict, rebuild: bool) -> tuple[dict | None
         return None, {}
 
 
-def _sentence_table(passages: list[Passage]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """Unique sentences (overlapping passages share them) and each passage's sentence rows."""
+def _sentence_table(passages: list[Passage], texts: bool = True) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Unique sentences (overlapping passages share them): their keys and texts (none unless ``texts``),
+    and each passage's sentence rows."""
     row_of: dict[tuple[str, int, int], int] = {}
     keys: list[str] = []
-    texts: list[str] = []
+    sentences: list[str] = []
     ptr = np.zeros(len(passages) + 1, dtype=np.int64)
     rows: list[int] = []
     for i, p in enumerate(passages):
@@ -276,13 +284,14 @@ def _sentence_table(passages: list[Passage]) -> tuple[list[str], list[str], np.n
             ident = (p.doc, s, e)
             row = row_of.get(ident)
             if row is None:
-                row = row_of[ident] = len(texts)
-                text = p.text[s - p.start : e - p.start]
-                texts.append(text)
-                keys.append(text_key(text))
+                row = row_of[ident] = len(row_of)
+                if texts:
+                    text = p.text[s - p.start : e - p.start]
+                    sentences.append(text)
+                    keys.append(text_key(text))
             rows.append(row)
         ptr[i + 1] = len(rows)
-    return keys, texts, ptr, np.asarray(rows, dtype=np.int32)
+    return keys, sentences, ptr, np.asarray(rows, dtype=np.int32)
 
 
 def indexing_encoder(settings: Settings):

@@ -155,11 +155,11 @@ def _prefill(settings: Settings, corpus: Path, files: list[Path], workers: int |
              on_shard: Callable[[int], None] | None, fail_marker: str | None) -> dict:
     import ray
 
-    from qa.embcache import read_cache
+    from qa.embcache import cached_keys
     from qa.manifest import model_key
 
     cache_dir = Path(settings.index) / "cache" / model_key(settings)
-    cached = ray.put(frozenset(read_cache(cache_dir)))
+    cached = ray.put(frozenset(cached_keys(cache_dir)))
     n_workers = max(1, int(workers or ray.cluster_resources().get("CPU", 1)))
     t0 = time.perf_counter()
     # Blocks of about ENCODE_BATCH passages (~1 KB each), so that a large document's passages

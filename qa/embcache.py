@@ -21,6 +21,7 @@ ENCODE_RATE = 70  # texts/s, for the warning before a long build (about 70-80 on
 POOLED_RATE = 40  # passages/s, the same with pooled sentence vectors (qa.vectors)
 CACHE_SHARD = 512  # texts encoded between two cache writes
 POOLED_SHARD = 256  # passages pooled between two cache writes (each with ~4 sentence vectors)
+COMPACT_SHARD = 1 << 18  # vectors in a shard written by compaction (0.2 GB)
 SHARD_PREFIX = "emb"  # a build's shards: emb-<ns>-<random>.npz
 UPLOAD_PREFIX = "upload"  # an upload's, encoded ahead of its build (qa.build.warm_cache)
 # An upload's shard this old was abandoned. The largest upload (20 MB of text, about 80,000 texts)
@@ -32,17 +33,18 @@ Log = Callable[[str], None]
 def encode_cached(encoder: TextEncoder, texts: list[str], keys: list[str], cache_dir: Path, batch_size: int,
                   show_progress: bool, log: Log, *, upload: bool = False,
                   written: list[Path] | None = None) -> np.ndarray:
-    """Embeddings for ``texts``, taking what the cache has and adding the rest to it as it goes.
+    """Embeddings for ``texts`` (float16, a row per key), taking what the cache has and adding the rest
+    to it as it goes.
 
     Each distinct text is encoded once; the log counts repeated texts and cache hits apart.
     ``upload``: the texts are an upload's, encoded ahead of the build that adds it; its shards are
     kept by other builds' compaction (see ``compact_cache``). The shards written are appended to
     ``written`` when given."""
-    cache = read_cache(cache_dir, dim=int(encoder.dim))
-    first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each distinct text's first position
-    missing = sorted(i for k, i in first.items() if k not in cache)
+    table = Table(keys, int(encoder.dim))
+    held = table.fill_from(cache_dir)
+    missing = sorted(i for k, i in table.first.items() if k not in held)
     if missing:
-        _announce(log, len(missing), len(keys), len(first), "texts", ENCODE_RATE)
+        _announce(log, len(missing), len(keys), len(table.first), "texts", ENCODE_RATE)
         bar = progress(total=len(missing), desc="encoding", enabled=show_progress)
         try:
             for at in range(0, len(missing), CACHE_SHARD):
@@ -57,10 +59,10 @@ def encode_cached(encoder: TextEncoder, texts: list[str], keys: list[str], cache
                 shard = write_shard(cache_dir, chunk_keys, vecs, prefix=UPLOAD_PREFIX if upload else SHARD_PREFIX)
                 if written is not None:
                     written.append(shard)
-                cache.update(zip(chunk_keys, vecs))
+                table.put(chunk_keys, vecs)
         finally:
             bar.close()  # an error message then starts on a line of its own
-    return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
+    return table.done()
 
 
 def encode_pooled_cached(encoder, plan: Plan, cache_dir: Path, batch_size: int, show_progress: bool, log: Log, *,
@@ -68,9 +70,8 @@ def encode_pooled_cached(encoder, plan: Plan, cache_dir: Path, batch_size: int, 
     """The passage vectors (``plan.keys``), then the pooled vectors of every sentence row (``plan.row_keys``),
     taking what the cache has and encoding the other inputs (one forward pass each, ``qa.vectors``) into
     it, a shard of ``POOLED_SHARD`` passages at a time. ``upload`` and ``written`` as in ``encode_cached``."""
-    cache = read_cache(cache_dir, dim=int(encoder.dim))
-    missing = plan.missing(cache.__contains__)
-    keys = plan.keys + plan.row_keys
+    table = Table(plan.keys + plan.row_keys, int(encoder.dim))
+    missing = plan.missing(table.fill_from(cache_dir).__contains__)
     if missing:
         _announce(log, len(missing), len(plan.keys), len(plan.texts), "passages", POOLED_RATE)
         bar = progress(total=len(missing), desc="encoding", enabled=show_progress)
@@ -83,11 +84,48 @@ def encode_pooled_cached(encoder, plan: Plan, cache_dir: Path, batch_size: int, 
                 shard = write_shard(cache_dir, chunk_keys, vecs, prefix=UPLOAD_PREFIX if upload else SHARD_PREFIX)
                 if written is not None:
                     written.append(shard)
-                cache.update(zip(chunk_keys, vecs))
+                table.put(chunk_keys, vecs)
                 bar.update(len(chunk))
         finally:
             bar.close()
-    return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float16)
+    return table.done()
+
+
+class Table:
+    """The float16 vectors of ``keys``, a row each, filled in place as the cache's shards are read and
+    new vectors encoded: the cache is never held whole beside them (at 1M passages that was ~4 GB more),
+    and a key repeated is filled once and copied at the end (``done``)."""
+
+    def __init__(self, keys: list[str], dim: int):
+        self.keys = keys
+        self.first: dict[str, int] = {}  # each distinct key's first row
+        for i, k in enumerate(keys):
+            self.first.setdefault(k, i)
+        self.vecs = np.zeros((len(keys), dim), np.float16)
+
+    def fill_from(self, cache_dir: Path) -> set[str]:
+        """Fill the rows the cache has; returns every key it holds (whether a row's or not)."""
+        held: set[str] = set()
+        for shard in cache_shards(cache_dir):
+            keys, vecs = _read_shard(shard, self.vecs.shape[1])
+            held.update(keys)
+            self.put(keys, vecs)
+        return held
+
+    def put(self, keys: list[str], vecs: np.ndarray) -> None:
+        """Fill the rows of those of ``keys`` that are rows' with their ``vecs``."""
+        pairs = [(i, j) for j, k in enumerate(keys) if (i := self.first.get(k)) is not None]
+        if pairs:
+            rows, src = np.asarray(pairs, dtype=np.int64).T
+            self.vecs[rows] = vecs[src]
+
+    def done(self) -> np.ndarray:
+        """The table, each repeated key's rows copied from its first."""
+        if len(self.first) < len(self.keys):
+            first = np.fromiter(map(self.first.__getitem__, self.keys), dtype=np.int64, count=len(self.keys))
+            again = np.flatnonzero(first != np.arange(len(self.keys)))
+            self.vecs[again] = self.vecs[first[again]]
+        return self.vecs
 
 
 def _announce(log: Log, missing: int, total: int, distinct: int, unit: str, rate: float) -> None:
@@ -121,6 +159,14 @@ def read_cache(cache_dir: Path, dim: int | None = None) -> dict[str, np.ndarray]
     return cache
 
 
+def cached_keys(cache_dir: Path, dim: int | None = None) -> set[str]:
+    """The keys ``read_cache`` would return, without holding every vector at once."""
+    held: set[str] = set()
+    for shard in cache_shards(cache_dir):
+        held.update(_read_shard(shard, dim)[0])
+    return held
+
+
 def _read_shard(shard: Path, dim: int | None = None) -> tuple[list[str], np.ndarray]:
     """The keys and vectors of one shard; none (and the shard deleted) when it is torn or not a shard."""
     try:
@@ -146,27 +192,43 @@ def write_shard(cache_dir: Path, keys: list[str], vecs: np.ndarray, prefix: str 
 
 
 def compact_cache(cache_dir: Path, live: set[str]) -> None:
-    """Keep only the embeddings of live texts, in one shard.
+    """Keep only the embeddings of live texts, in shards of up to ``COMPACT_SHARD`` vectors.
 
+    A build's shard already that large whose texts are all live is left as it is, so compacting after a
+    small change rewrites little; the others are read one at a time and their live vectors written anew,
+    so the cache is never held whole (at 1M passages, 4.5M vectors). A text in two shards is kept once.
     An upload's shard whose texts are not all live is kept as it is: the upload was encoded ahead
     of its build (``qa.build.warm_cache``) while this build ran, and its build needs them; the
-    build that adds it finds them all live and folds them into its one shard. One older than
+    build that adds it finds them all live and folds them in. One older than
     ``ABANDONED_S`` belongs to an upload that was never built (the server stopped meanwhile) and goes."""
     shards = cache_shards(cache_dir)
     if len(shards) <= 1:
         return
-    cache: dict[str, np.ndarray] = {}
+    seen: set[str] = set()
     done: list[Path] = []
+    out_keys: list[str] = []
+    out_vecs: list[np.ndarray] = []
+    dropped = written = False
     for shard in shards:
         keys, vecs = _read_shard(shard)
         if shard.name.startswith(UPLOAD_PREFIX) and not live.issuperset(keys) and not _abandoned(shard):
             continue
-        cache.update((k, v) for k, v in zip(keys, vecs) if k in live)
+        if shard.name.startswith(SHARD_PREFIX) and len(keys) >= COMPACT_SHARD and live.issuperset(keys):
+            seen.update(keys)
+            continue
+        keep = [j for j, k in enumerate(keys) if k in live and k not in seen]
+        dropped |= len(keep) < len(keys)
+        seen.update(keys[j] for j in keep)
+        out_keys.extend(keys[j] for j in keep)
+        out_vecs.append(vecs[keep])
         done.append(shard)
-    if not done:
-        return
-    if cache:
-        write_shard(cache_dir, list(cache), np.stack(list(cache.values())))
+        if len(out_keys) >= COMPACT_SHARD:
+            write_shard(cache_dir, out_keys, np.concatenate(out_vecs))
+            out_keys, out_vecs, written = [], [], True
+    if len(done) <= 1 and not dropped and not written:
+        return  # one shard to fold, all of it live: nothing to gain
+    if out_keys:
+        write_shard(cache_dir, out_keys, np.concatenate(out_vecs))
     for shard in done:
         shard.unlink(missing_ok=True)
 
