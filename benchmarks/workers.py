@@ -522,7 +522,7 @@ def ann_check(engine, settings, questions: list[str], kinds: list[str]) -> dict:
             entry["m"] = settings.hnsw_m
             sweep = {}
             h = faiss.downcast_index(ann).hnsw
-            for ef in (32, 64, 128, 256):
+            for ef in (32, 64, 128, 256, 512):
                 h.efSearch = ef
                 f2, ms2 = _search_ms(ann, qvecs, 10)
                 sweep[ef] = {"recall_at_10": float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 10

@@ -115,7 +115,9 @@ class AskSettings:
                                low=0.0, high=1.0)
     candidates: int = knob(50, "hits taken from each retriever before fusion", low=1)
     k: int = knob(5, "passages retrieved and cited", flag="-k", low=1)
-    hnsw_ef_search: int = knob(128, "HNSW search depth", flag="--ef-search", low=1)
+    # HNSW Recall@10 against exact search on a real 100k index (int8 vectors, 500 SQuAD questions; AMD EPYC):
+    # efSearch 128: 0.938 in 0.20 ms, 256: 0.970 in 0.30 ms, 512: 0.986 in 0.52 ms, beside a 33 ms reader
+    hnsw_ef_search: int = knob(512, "HNSW search depth", flag="--ef-search", low=1)
     answerer: str = knob("reader", "what picks the answer (reader: the trained span reader; heuristic: the older "
                          "sentence scorer, for comparison)", choices=ANSWERERS)
     reader: str = knob(os.environ.get("QA_READER", ""), "reader model folder", env="QA_READER",
