@@ -190,5 +190,5 @@ def test_eval_of_a_question_set_uses_the_index_settings_and_a_benchmark_the_opti
 
 
 def test_ask_takes_a_batch_size_it_changes_nothing_in_the_index_with(idx, fast, capsys):
-    rc, out, err = run_main(["ask", "--json", "-q", "--batch-size", "8", *where(idx), DRONES_QUESTION], capsys)
+    rc, out, err = run_main(["ask", "--json", "-q", "--batch-size", "64", *where(idx), DRONES_QUESTION], capsys)
     assert rc == 0 and "1,700" in json.loads(out)["answers"][0]["span"], err
