@@ -96,28 +96,50 @@ def _overlapping(hits: list[Hit]) -> list[list[int]]:
 
 
 def reader_candidates(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit], *,
-                      unmentioned: bool = False) -> tuple[list[Candidate], float]:
+                      unmentioned: bool = False, early_exit: float = 0.0) -> tuple[list[Candidate], float]:
     """Every span the reader proposes in ``hits``, best first by the calibrated ranker,
     one per stretch of document text; and the reader's milliseconds. ``unmentioned``: the
     question names something no document mentions (:func:`qa.abstain.unmentioned`), which
-    keeps every candidate's probability below the abstention threshold."""
-    spans, ms = reader.read(question, [h.passage.text for h in hits])
+    keeps every candidate's probability below the abstention threshold. ``early_exit`` (0: off):
+    the top hit is read alone first, and the others only when its best candidate's probability
+    is below ``early_exit`` (one passage window instead of three for a confident question)."""
+    if early_exit > 0 and len(hits) > 1:
+        first, ms = _read(reader, calibration, question, hits, [0], unmentioned)
+        if first and first[0].probability >= early_exit:
+            return first, ms
+        rest, more = _read(reader, calibration, question, hits, list(range(1, len(hits))), unmentioned)
+        return _ranked(first + rest, hits), ms + more
+    return _read(reader, calibration, question, hits, list(range(len(hits))), unmentioned)
+
+
+def _read(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit], which: list[int],
+          unmentioned: bool) -> tuple[list[Candidate], float]:
+    """The ranked candidates of the hits at positions ``which``, and the reader's milliseconds."""
+    spans, ms = reader.read(question, [hits[i].passage.text for i in which])
     if not spans:
         return [], ms
     terms = specific_terms(question)
-    lacks = [bool(missing_terms(terms, h.passage.text)) for h in hits]
+    lacks = [bool(missing_terms(terms, hits[i].passage.text)) for i in which]
     feats = candidate_features(np.array([s.score for s in spans]), np.array([s.null for s in spans]),
-                               np.array([hits[s.item].rank for s in spans]), np.array([lacks[s.item] for s in spans]))
+                               np.array([hits[which[s.item]].rank for s in spans]),
+                               np.array([lacks[s.item] for s in spans]))
     logits = calibration.rank_logits(feats)
-    out: dict[tuple[str, int, int], Candidate] = {}
+    cands = []
     for s, f, z in zip(spans, feats, logits):
-        p = hits[s.item].passage
-        key = (p.doc, p.start + s.start, p.start + s.end)  # overlapping passages hold the same text
-        if key not in out or out[key].rank_logit < z:
-            prob = calibration.probability(float(z), lacks=lacks[s.item], unmentioned=unmentioned)
-            out[key] = Candidate(s.item, key[1], key[2], f, float(z), prob)
-    ranked = sorted(out.values(), key=lambda c: (-c.rank_logit, c.hit, c.start))
-    return ranked, ms
+        start = hits[which[s.item]].passage.start
+        prob = calibration.probability(float(z), lacks=lacks[s.item], unmentioned=unmentioned)
+        cands.append(Candidate(which[s.item], start + s.start, start + s.end, f, float(z), prob))
+    return _ranked(cands, hits), ms
+
+
+def _ranked(cands: list[Candidate], hits: list[Hit]) -> list[Candidate]:
+    """Best first by the ranker, one per stretch of document text (overlapping passages hold the same text)."""
+    out: dict[tuple[str, int, int], Candidate] = {}
+    for c in cands:
+        key = (hits[c.hit].passage.doc, c.start, c.end)
+        if key not in out or out[key].rank_logit < c.rank_logit:
+            out[key] = c
+    return sorted(out.values(), key=lambda c: (-c.rank_logit, c.hit, c.start))
 
 
 def reader_answers(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit], *,

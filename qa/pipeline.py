@@ -118,7 +118,7 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         missing = unmentioned(question, engine.index)
         ranked_spans, reader_ms = reader_candidates(engine.reader, engine.calibration,
                                                     decision.understanding.read_as or query, read,
-                                                    unmentioned=bool(missing))
+                                                    unmentioned=bool(missing), early_exit=settings.early_exit)
         answers = select_answers(ranked_spans, read, engine.calibration, threshold=needed,
                                  max_answers=settings.max_answers)
         step_ms = {"reader": round(reader_ms, 3)}

@@ -191,6 +191,51 @@ def test_a_name_no_document_mentions_keeps_the_answer_below_the_threshold(maker)
     assert CAL.probability(-5.0, unmentioned=True) == CAL.probability(-5.0)  # a low one stays as it is
 
 
+class CountingReader(FixedReader):
+    """A FixedReader that records the passages each call read."""
+
+    def __init__(self, maker, favour):
+        super().__init__(maker, favour)
+        self.calls: list[list[str]] = []
+
+    def read(self, question, texts, *, per_window=3):
+        self.calls.append(list(texts))
+        return super().read(question, texts, per_window=per_window)
+
+
+EARLY = ("Since 2022, Russia purchased approximately 1,700 drones. More.", "Nothing here. Really nothing.",
+         "Elsewhere: Russia purchased 1,700 drones from Iran, a report says.")
+
+
+@pytest.mark.unit
+def test_early_exit_reads_the_top_passage_alone_when_it_is_confident(maker):
+    hits = hits_of(*EARLY)
+    question = "How many drones has Russia purchased?"
+    whole, _ = reader_candidates(FixedReader(maker, "1,700"), CAL, question, hits)
+    reader = CountingReader(maker, "1,700")
+    early, _ = reader_candidates(reader, CAL, question, hits, early_exit=0.9)
+    assert reader.calls == [[EARLY[0]]]  # one window: the others were never read
+    assert early[0].probability > 0.9
+    assert (early[0].hit, early[0].start, early[0].end) == (whole[0].hit, whole[0].start, whole[0].end)
+    off = CountingReader(maker, "1,700")
+    again, _ = reader_candidates(off, CAL, question, hits)
+    assert [(c.hit, c.start, c.rank_logit) for c in again] == [(c.hit, c.start, c.rank_logit) for c in whole]
+    assert off.calls == [list(EARLY)]  # off: one read of all three
+
+
+@pytest.mark.unit
+def test_early_exit_reads_the_rest_when_the_top_passage_is_not_confident(maker):
+    hits = hits_of(*EARLY[1:], EARLY[0])  # nothing to answer from in the top passage
+    question = "How many drones has Russia purchased?"
+    whole, ms_whole = reader_candidates(FixedReader(maker, "1,700"), CAL, question, hits)
+    reader = CountingReader(maker, "1,700")
+    early, ms = reader_candidates(reader, CAL, question, hits, early_exit=0.9)
+    assert reader.calls == [[EARLY[1]], [EARLY[2], EARLY[0]]] and ms == 2.0
+    assert [(c.hit, c.start, c.end, c.rank_logit) for c in early] == \
+        [(c.hit, c.start, c.end, c.rank_logit) for c in whole]  # the same ranking as one read of all three
+    assert {early[0].hit, early[1].hit} == {1, 2}
+
+
 @pytest.mark.unit
 def test_specific_and_missing_terms():
     q = "How many drones has China purchased from Iran since 2019, and what about the Su-57?"
