@@ -45,3 +45,40 @@ def test_the_run_stops_before_building_anything(run, tmp_path, monkeypatch):
         run.main(["--sizes", "100k", "--out", str(tmp_path / "out")])
     assert str(stop.value).startswith(f"benchmark: 100k: the build needs about {run.BUILD_BYTES_PER_PASSAGE / 1e4:.0f} GB")
     assert not (tmp_path / "out" / "work").exists()
+
+
+@pytest.fixture(scope="module")
+def workers():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_workers", BENCH / "workers.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_the_timed_encoder_keeps_the_pooled_path_the_build_takes(workers):
+    """The benchmark times the build users run: with pooling hidden, every sentence was encoded alone."""
+    import numpy as np
+
+    from qa.vectors import encode_passages
+
+    class Pooling:
+        name, dim, backend, precision, pools_spans = "p", 4, "onnx", "fp32", True
+        alone = 0
+
+        def encode(self, texts, batch_size=32):
+            self.alone += len(texts)
+            return np.ones((len(texts), 4), np.float32)
+
+        def encode_spans(self, texts, spans, batch_size=32):
+            return np.ones((len(texts), 4), np.float32), [np.ones((len(s), 4), np.float32) for s in spans]
+
+    timed = workers.TimedEncoder(Pooling())
+    texts = ["One sentence. Two sentences.", "Three."]
+    vectors, pooled = encode_passages(timed, texts, [[(0, 13), (14, 28)], [(0, 6)]], batch_size=8)
+    assert timed.pools_spans and timed.inner.alone == 0 and len(vectors) == 2 and [len(p) for p in pooled] == [2, 1]
+    timed.split(set(texts))
+    assert timed.n == {"passages": 2, "sentences": 0} and timed.t["sentences"] == 0.0
