@@ -2,7 +2,7 @@
 """Speed at scale: indexing throughput, index size and RAM, warm query latency per stage,
 HNSW recall, encoder backends/precisions, and the cold start of ``qa ask``.
 
-    python benchmarks/run.py                       # 1k and 10k passages, real encoder (~14 min on 2 idle cores)
+    python benchmarks/run.py                       # 1k and 10k passages, real encoder (~7.5 min on 2 idle cores)
     python benchmarks/run.py --sizes 100k          # 100k passages; dense vectors synthetic (see below)
     python benchmarks/run.py --sizes 1k,10k,100k --out /tmp/bench
 
