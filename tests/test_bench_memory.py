@@ -1,5 +1,6 @@
 """``benchmarks/run.py`` refuses a size whose build cannot fit in the machine's memory, up front,
-instead of being killed part-way (a 1M build held about 22 GB on a 23.5 GiB machine, unfinished)."""
+instead of being killed part-way (a 1M build held about 22 GB on a 23.5 GiB machine, unfinished); and
+its builds are timed on the path users run."""
 
 from __future__ import annotations
 
@@ -14,16 +15,21 @@ pytestmark = pytest.mark.unit
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def run():
+def bench_module(name: str):
+    """Import ``benchmarks/<name>.py`` (which imports its neighbours) as ``bench_<name>``."""
     sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        yield module
+        return module
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def run():
+    return bench_module("run")
 
 
 def test_a_size_that_fits_is_built(run):
@@ -49,14 +55,7 @@ def test_the_run_stops_before_building_anything(run, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def workers():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_workers", BENCH / "workers.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("workers")
 
 
 def test_the_timed_encoder_keeps_the_pooled_path_the_build_takes(workers):
