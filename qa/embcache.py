@@ -181,6 +181,16 @@ def _read_shard(shard: Path, dim: int | None = None) -> tuple[list[str], np.ndar
         return [], np.zeros((0, dim or 0), np.float16)
 
 
+def _shard_keys(shard: Path) -> list[str] | None:
+    """The keys of a shard, without its vectors; None when they cannot be read."""
+    try:
+        with np.load(shard) as data:
+            keys = data["keys"]
+        return keys.tolist() if keys.ndim == 1 and keys.dtype.kind == "U" else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def write_shard(cache_dir: Path, keys: list[str], vecs: np.ndarray, prefix: str = SHARD_PREFIX) -> Path:
     """Write one shard of ``vecs`` under ``keys`` (atomically: a torn shard is never left behind)."""
     path = cache_dir / f"{prefix}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.npz"
@@ -210,11 +220,13 @@ def compact_cache(cache_dir: Path, live: set[str]) -> None:
     out_vecs: list[np.ndarray] = []
     dropped = written = False
     for shard in shards:
+        if shard.name.startswith(SHARD_PREFIX):
+            keys = _shard_keys(shard)
+            if keys is not None and len(keys) >= COMPACT_SHARD and live.issuperset(keys):
+                seen.update(keys)  # its vectors are not read (0.2 GB): the build read and checked them
+                continue
         keys, vecs = _read_shard(shard)
         if shard.name.startswith(UPLOAD_PREFIX) and not live.issuperset(keys) and not _abandoned(shard):
-            continue
-        if shard.name.startswith(SHARD_PREFIX) and len(keys) >= COMPACT_SHARD and live.issuperset(keys):
-            seen.update(keys)
             continue
         keep = [j for j, k in enumerate(keys) if k in live and k not in seen]
         dropped |= len(keep) < len(keys)

@@ -30,7 +30,11 @@ def test_compaction_keeps_large_live_shards_and_folds_the_rest(tmp_path, monkeyp
     upload = shard(tmp_path, ["h", "not-yet-live"], prefix=ec.UPLOAD_PREFIX)  # its build has not run
     before = ec.read_cache(tmp_path)
     live = {"a", "b", "c", "d", "e", "f", "g", "h"}
+    read = []
+    real_read = ec._read_shard
+    monkeypatch.setattr(ec, "_read_shard", lambda shard, *a: read.append(shard) or real_read(shard, *a))
     ec.compact_cache(tmp_path, live)
+    assert big not in read  # its keys decide; its vectors are not read
     after = ec.read_cache(tmp_path)
     assert big.exists() and upload.exists() and not any(s.exists() for s in small)
     assert set(after) == live | {"not-yet-live"}
