@@ -13,9 +13,14 @@ on (the shipped one: the ``calibrate`` articles of SQuAD dev, see :mod:`qa.split
   how SQuAD's questions were written, and marks a paraphrased question as less likely right:
   on the seed set one more paraphrased question abstained, 11 of 12. AMD EPYC, reader v1.)
   It orders the candidates across passages;
-* a **Platt scaling** of the best candidate's ranker score into P(right), fitted on the
-  best candidates only (the top of a list is chosen because it scored high, so its raw
-  score overstates its chance).
+* a map of the best candidate's ranker score into P(right), fitted on the best candidates
+  only (the top of a list is chosen because it scored high, so its raw score overstates its
+  chance): **isotonic regression** when at least :data:`ISOTONIC_MIN` answerable questions
+  were fitted on, else **Platt scaling**. Leave-one-article-out on the 4 calibrate articles
+  (reader v1, AMD EPYC), the expected calibration error of the left-out questions was 0.027
+  isotonic against 0.049 Platt — the logistic curve is too stiff for the reader's scores —
+  with the same answers and abstentions (both maps keep the order); fitted on subsamples,
+  Platt stays better up to about 200 answerable questions (0.042 against 0.053 at 125).
 
 "Right" means the span's token F1 against the best gold answer is at least 0.5
 (:data:`RIGHT_F1`). The labels and the abstention threshold are probabilities too. A
@@ -38,6 +43,8 @@ from qa.datatypes import QAError
 
 FEATURES = ("score", "margin", "share", "rank", "missing")
 RIGHT_F1 = 0.5
+ISOTONIC_MIN = 250  # answerable questions from which the isotonic map replaces Platt scaling (see above)
+ISOTONIC_CLIP = 0.01  # no answer is shown as certainly right, or certainly wrong
 CALIBRATION_FILE = "calibration.json"
 FORMAT = 1
 
@@ -60,6 +67,9 @@ class Calibration:
     fitted_on: str = ""
     figures: dict = field(default_factory=dict)  # e.g. ECE and n on the fitting questions
     format: int = FORMAT
+    # (ranker logit, P(right)) knots of the isotonic map, logits increasing; when given, P is
+    # interpolated between them (flat beyond the ends) and ``platt`` is not used
+    isotonic: list[tuple[float, float]] = field(default_factory=list)
 
     def rank_logits(self, features: np.ndarray) -> np.ndarray:
         w = np.asarray(self.ranker, dtype=np.float64)
@@ -73,8 +83,12 @@ class Calibration:
         the answer: the probability stays below the abstention threshold (only an explicit
         lower threshold, e.g. 0, shows such an answer). On the SQuAD articles we fit on this
         concerns 0.5-0.7% of the questions, mostly misspelt names."""
-        a, b = self.platt
-        p = float(_sigmoid(a * rank_logit + b))
+        if self.isotonic:
+            xs, ps = zip(*self.isotonic)
+            p = float(np.interp(rank_logit, xs, ps))
+        else:
+            a, b = self.platt
+            p = float(_sigmoid(a * rank_logit + b))
         if unmentioned:
             p = min(p, max(0.0, self.threshold - 0.01))
         return min(p, self.medium - 0.01) if lacks else p
@@ -116,9 +130,14 @@ def load_calibration(path: Path) -> Calibration:
             ranker=[float(x) for x in raw["ranker"]], platt=(float(raw["platt"][0]), float(raw["platt"][1])),
             threshold=float(raw["threshold"]), high=float(raw["high"]), medium=float(raw["medium"]),
             fitted_on=str(raw.get("fitted_on", "")), figures=dict(raw.get("figures", {})),
+            isotonic=[(float(x), float(p)) for x, p in raw.get("isotonic", [])],
         )
         if len(cal.ranker) != len(FEATURES) + 1 or not all(map(math.isfinite, [*cal.ranker, *cal.platt])):
             raise ValueError("wrong number of ranker weights")
+        xs = [x for x, _ in cal.isotonic]
+        if not all(map(math.isfinite, xs)) or any(b <= a for a, b in zip(xs, xs[1:])) or not all(
+                0.0 <= p <= 1.0 for _, p in cal.isotonic):
+            raise ValueError("isotonic knots must have increasing scores and probabilities")
         if not 0.0 <= cal.threshold <= 1.0 or not 0.0 <= cal.medium <= cal.high <= 1.0:
             raise ValueError("threshold and labels must be probabilities, medium <= high")
     except OutdatedCalibration:
@@ -219,6 +238,29 @@ def fit_platt(logits: np.ndarray, right: np.ndarray) -> tuple[float, float]:
     """Platt scaling: (a, b) with P(right) = sigmoid(a * logit + b)."""
     w = fit_logistic(np.asarray(logits, dtype=np.float64)[:, None], right, l2=1e-4)
     return float(w[0]), float(w[1])
+
+
+def fit_isotonic(logits: np.ndarray, right: np.ndarray) -> list[tuple[float, float]]:
+    """Knots of the isotonic (non-decreasing) regression of ``right`` on ``logits``, by pooling
+    adjacent violators: one knot per pooled block, at the middle of its scores, with the block's
+    share right (clipped to [ISOTONIC_CLIP, 1 - ISOTONIC_CLIP])."""
+    x = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(right, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    blocks: list[list[float]] = []  # [sum right, count, lowest score, highest score]
+    for xi, yi in zip(x[order], y[order]):
+        blocks.append([yi, 1.0, xi, xi])
+        while len(blocks) > 1 and (blocks[-2][3] == blocks[-1][2]
+                                   or blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]):
+            last = blocks.pop()
+            blocks[-1][0] += last[0]
+            blocks[-1][1] += last[1]
+            blocks[-1][3] = last[3]
+    knots = []
+    for total, n, lo, hi in blocks:
+        p = min(max(total / n, ISOTONIC_CLIP), 1.0 - ISOTONIC_CLIP)
+        knots.append(((lo + hi) / 2, p))
+    return [(float(a), float(b)) for a, b in knots]
 
 
 def reliability(probs: list[float], right: list[bool], bins: int = 10) -> dict:

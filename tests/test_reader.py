@@ -10,8 +10,9 @@ import pytest
 
 from helpers_core import DOC_A
 from qa.answer import answer_sentences, reader_answers, reader_candidates
-from qa.calibration import (FEATURES, Calibration, calibration_for, candidate_features, fit_logistic, fit_platt,
-                            load_calibration, missing_terms, reliability, specific_terms)
+from qa.calibration import (FEATURES, ISOTONIC_CLIP, ISOTONIC_MIN, Calibration, calibration_for, candidate_features,
+                            fit_isotonic, fit_logistic, fit_platt, load_calibration, missing_terms, reliability,
+                            specific_terms)
 from qa.config import Settings
 from qa.load import file_sha256
 from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, load_reader
@@ -261,6 +262,45 @@ def test_logistic_fit_recovers_a_known_rule():
 
 
 @pytest.mark.unit
+def test_isotonic_map_pools_violators_and_keeps_order():
+    knots = fit_isotonic(np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0]), np.array([0, 1, 0, 1, 1, 1]))
+    # 1.0 (right) and 2.0 (wrong) violate the order: pooled into one block at 1.5 with half right
+    assert knots == [(0.0, ISOTONIC_CLIP), (1.5, 0.5), (4.0, 1 - ISOTONIC_CLIP)]
+    ties = fit_isotonic(np.array([1.0, 1.0, 2.0]), np.array([1, 0, 1]))
+    assert [x for x, _ in ties] == [1.0, 2.0]  # equal scores share one knot
+    cal = Calibration("x", "m", ranker=[0.0] * 6, platt=(1.0, 0.0), threshold=0.3, isotonic=knots)
+    assert cal.probability(-9.0) == ISOTONIC_CLIP and cal.probability(9.0) == 1 - ISOTONIC_CLIP
+    assert cal.probability(0.75) == pytest.approx((ISOTONIC_CLIP + 0.5) / 2)  # between knots
+    assert cal.probability(9.0, lacks=True) < cal.medium  # the caps still apply
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("n, isotonic", [(ISOTONIC_MIN - 1, False), (ISOTONIC_MIN, True)])
+def test_the_isotonic_map_needs_enough_questions(n, isotonic):
+    from qa.eval.calibrate import fit
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(n):
+        score = rng.normal(size=2)
+        feats = candidate_features(score * 3, np.zeros(2), np.array([0, 1]), np.zeros(2))
+        rows.append((feats, score + rng.normal(size=2) > 0.3, False))
+        rows.append((feats, np.array([False, False]), True))
+    cal = fit(rows, "r", "m", "test")
+    assert bool(cal.isotonic) is isotonic
+    probs = [cal.probability(x) for x in np.linspace(-10, 10, 41)]
+    assert probs == sorted(probs) and 0.0 < probs[0] < 0.5 < probs[-1] < 1.0
+
+
+@pytest.mark.unit
+def test_a_saved_isotonic_calibration_loads_back(tmp_path):
+    cal = Calibration("x", "m", ranker=[0.0] * 6, platt=(1.0, 0.0), isotonic=[(-1.0, 0.1), (2.0, 0.8)])
+    cal.save(tmp_path / "calibration.json")
+    back = load_calibration(tmp_path / "calibration.json")
+    assert back.isotonic == cal.isotonic and back.probability(0.5) == pytest.approx(0.45)
+
+
+@pytest.mark.unit
 def test_reliability_and_ece():
     rel = reliability([0.9, 0.9, 0.9, 0.9, 0.1, 0.1], [True, True, True, False, False, False])
     assert rel["n"] == 6
@@ -280,7 +320,10 @@ def test_features_have_one_row_per_candidate():
                                      '{"format": 1, "reader": "x", "model": "m", "ranker": [1], "platt": [1, 0], '
                                      '"threshold": 0.3, "high": 0.8, "medium": 0.5}',
                                      '{"format": 1, "reader": "x", "model": "m", "ranker": [0,0,0,0,0,0], '
-                                     '"platt": [1, 0], "threshold": 5, "high": 0.8, "medium": 0.5}'])
+                                     '"platt": [1, 0], "threshold": 5, "high": 0.8, "medium": 0.5}',
+                                     '{"format": 1, "reader": "x", "model": "m", "ranker": [0,0,0,0,0,0], '
+                                     '"platt": [1, 0], "threshold": 0.3, "high": 0.8, "medium": 0.5, '
+                                     '"isotonic": [[2, 0.5], [1, 0.6]]}'])
 @pytest.mark.unit
 def test_a_bad_calibration_file_is_one_clear_error(tmp_path, content):
     path = tmp_path / "calibration.json"

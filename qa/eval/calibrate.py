@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.calibration import (CALIBRATION_FILE, FEATURES, RIGHT_F1, Calibration, fit_logistic, fit_platt, neutral,
-                            reliability)
+from qa.calibration import (CALIBRATION_FILE, FEATURES, ISOTONIC_MIN, RIGHT_F1, Calibration, fit_isotonic,
+                            fit_logistic, fit_platt, neutral, reliability)
 from qa.config import SAVED_SETTINGS_FILE, Settings
 from qa.datatypes import QAError, Question
 from qa.eval.run import evaluate
@@ -89,14 +89,16 @@ def fit(rows: list[tuple[np.ndarray, np.ndarray, bool]], reader: str, model: str
         logits = cal.rank_logits(feats)
         best = int(np.argmax(logits))
         tops.append((float(logits[best]), bool(right[best]), simulated, bool(feats[best, MISSING])))
-    # Platt on the answerable questions' best candidates (the share right among shown answers is
-    # what the confidence claims); a small set whose best candidates are all right (or all wrong)
-    # takes the simulated unanswerable ones too, else nothing can be fitted.
-    platt_on = [t for t in tops if not t[2]]
-    if len({t[1] for t in platt_on}) < 2:
-        platt_on = tops
-    a, b = fit_platt(np.array([t[0] for t in platt_on]), np.array([t[1] for t in platt_on]))
-    cal.platt = (a, b)
+    # The map to P(right) is fitted on the answerable questions' best candidates (the share right
+    # among shown answers is what the confidence claims); a small set whose best candidates are all
+    # right (or all wrong) takes the simulated unanswerable ones too, else nothing can be fitted.
+    fit_on = [t for t in tops if not t[2]]
+    if len({t[1] for t in fit_on}) < 2:
+        fit_on = tops
+    logits, right = np.array([t[0] for t in fit_on]), np.array([t[1] for t in fit_on])
+    cal.platt = fit_platt(logits, right)
+    if len(answerable) >= ISOTONIC_MIN:
+        cal.isotonic = fit_isotonic(logits, right)
     probs = [cal.probability(t[0], lacks=t[3]) for t in tops]
     cal.threshold = choose_threshold(probs, [t[1] for t in tops], [t[2] for t in tops])
     shown = [(p, t[1]) for p, t in zip(probs, tops) if not t[2]]
