@@ -1,0 +1,60 @@
+"""The reader's training data (training/train_reader.py): near-miss negatives and the windows made from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import pytest
+
+from qa.config import resolve_model
+from qa.reader_windows import WindowMaker
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_reader():
+    spec = importlib.util.spec_from_file_location("train_reader", ROOT / "training" / "train_reader.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CONTEXT = ("The fleet was founded in 1901 by Admiral Grey. It first sailed from Portsmouth. "
+           "Its flagship was the Resolute. The fleet was renamed in 1950.")
+
+
+def item(qid: str, answer: str, context: str = CONTEXT) -> dict:
+    start = context.index(answer)
+    return {"id": qid, "question": "Where did the fleet first sail from?", "context": context,
+            "spans": [(start, start + len(answer))], "answers": [answer], "para": "Fleet#0"}
+
+
+def test_a_near_miss_is_the_paragraph_without_the_answer_sentences():
+    tr = train_reader()
+    got = tr.near_misses([item("q1", "Portsmouth")])
+    assert got == {"q1": "The fleet was founded in 1901 by Admiral Grey. Its flagship was the Resolute. "
+                         "The fleet was renamed in 1950."}
+    # the answer also stands in a sentence that would be kept: no near miss
+    assert tr.near_misses([item("q2", "fleet")]) == {}
+    # fewer than two sentences left: no near miss
+    assert tr.near_misses([item("q4", "Portsmouth", "It first sailed from Portsmouth. Its flagship was the Resolute.")]) == {}
+
+
+def test_each_negative_gives_one_no_answer_window_and_the_default_is_unchanged():
+    tr = train_reader()
+    maker = WindowMaker(resolve_model(""))
+    items = [item("q1", "Portsmouth")]
+    negatives = {"q1": "A paragraph about something else entirely, with no port named in it."}
+    misses = tr.near_misses(items)
+    windows = tr.training_windows(maker, items, negatives, 1.0, random.Random(0), misses, 1.0)
+    assert [w.item for w, _, _ in windows] == [0, 1, 2]
+    (pos, starts, ends), *negs = windows
+    assert starts != [0] and ends != [0]
+    assert maker.tokenizer.decode(pos.ids[starts[0] : ends[0] + 1]).lower() == "portsmouth"
+    assert all(s == [0] and e == [0] for _, s, e in negs)
+    plain = tr.training_windows(maker, items, negatives, 1.0, random.Random(0))
+    assert [(w.item, w.ids, s, e) for w, s, e in plain] == [(w.item, w.ids, s, e) for w, s, e in windows[:2]]
