@@ -256,11 +256,8 @@ def fit_isotonic(logits: np.ndarray, right: np.ndarray) -> list[tuple[float, flo
             blocks[-1][0] += last[0]
             blocks[-1][1] += last[1]
             blocks[-1][3] = last[3]
-    knots = []
-    for total, n, lo, hi in blocks:
-        p = min(max(total / n, ISOTONIC_CLIP), 1.0 - ISOTONIC_CLIP)
-        knots.append(((lo + hi) / 2, p))
-    return [(float(a), float(b)) for a, b in knots]
+    return [(float(lo + hi) / 2, float(min(max(total / n, ISOTONIC_CLIP), 1.0 - ISOTONIC_CLIP)))
+            for total, n, lo, hi in blocks]
 
 
 def reliability(probs: list[float], right: list[bool], bins: int = 10) -> dict:
