@@ -186,7 +186,8 @@ def train(args: argparse.Namespace) -> dict:
     model = build_model(model_dir)
     if args.init_from:
         model.load_state_dict(torch.load(args.init_from))
-    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen: regularises, see card
+    if not args.train_embeddings:
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen: regularises, see card
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
@@ -372,6 +373,8 @@ def main() -> int:
                     "target no answer (tried as a second stage: no gain, see the model card)")
     ap.add_argument("--init-from", type=Path, help="start from this saved state (a second stage) instead of the "
                     "bundled model")
+    ap.add_argument("--train-embeddings", action="store_true",
+                    help="train the word-embedding table too (frozen by default; see the model card)")
     ap.add_argument("--max-questions", type=int, default=0, help="subsample the training questions (0: all)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 64 questions, 1 epoch, 100 eval questions")
     ap.add_argument("--from-checkpoint", type=Path, help="skip training: export and score this saved state "
@@ -417,6 +420,7 @@ def main() -> int:
         "data": f"SQuAD v1.1 dev, fit articles ({len(FIT)}): {run['items']} questions",
         "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
         "negatives_share": args.negatives, "near_misses_share": args.near_misses,
+        "train_embeddings": args.train_embeddings,
         "init_from": args.init_from.as_posix() if args.init_from else None, "bf16": args.bf16, "windows": run["windows"],
         "negative_windows": run["negatives"], "steps": run["steps"],
         "train_minutes": round(run["train_s"] / 60, 1), "total_minutes": round((time.time() - started) / 60, 1),
