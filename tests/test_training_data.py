@@ -58,3 +58,14 @@ def test_each_negative_gives_one_no_answer_window_and_the_default_is_unchanged()
     assert all(s == [0] and e == [0] for _, s, e in negs)
     plain = tr.training_windows(maker, items, negatives, 1.0, random.Random(0))
     assert [(w.item, w.ids, s, e) for w, s, e in plain] == [(w.item, w.ids, s, e) for w, s, e in windows[:2]]
+
+
+@pytest.mark.parametrize("train_embeddings", [False, True])
+def test_the_word_embedding_table_trains_only_when_asked(train_embeddings):
+    tr = train_reader()
+    model = tr.build_model(resolve_model(""))
+    params = tr.trainable(model, train_embeddings)
+    table = model.bert.embeddings.word_embeddings.weight
+    assert any(p is table for p in params) is train_embeddings
+    assert any(p is model.head.weight for p in params)
+    assert any(p is model.bert.embeddings.position_embeddings.weight for p in params)
