@@ -194,8 +194,8 @@ def train(args: argparse.Namespace) -> dict:
     if args.init_from:
         model.load_state_dict(torch.load(args.init_from))
     params = trainable(model, args.train_embeddings)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr)
     per_epoch = math.ceil(len(examples) / args.batch)
