@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 
 from qa.calibration import missing_terms, specific_terms
-from qa.datatypes import Abstention, Citation
+from qa.datatypes import Abstention, Answer, Citation
 from qa.index import Index
 from qa.present import quote_location
 from qa.terms import tokenize
@@ -64,12 +64,16 @@ def _sorted_terms(vocab: dict[str, int]) -> list[str]:
 
 
 def explain(question: str, index: Index, citations: list[Citation], *, best: float | None,
-            threshold: float, missing: list[str] | None = None) -> Abstention:
+            threshold: float, missing: list[str] | None = None, lead: Answer | None = None) -> Abstention:
     """The abstention for ``question``: its reason in one plain sentence, naming the nearest passage.
 
     ``best``: the best answer candidate's confidence (None when the answerer found none or gives
     no probability); ``threshold``: the confidence an answer needs; ``missing``: the question's
-    unmentioned names when already known (None: look them up)."""
+    unmentioned names when already known (None: look them up). ``lead``: that best candidate as a
+    cited answer; when the match is only weak it is named with where it stands, and its passage is
+    the one offered: a paraphrased question often has its right answer just under the threshold
+    (on the seed set, 5 of the 8 answerable questions that abstain), so the analyst can check it
+    there. A name no document mentions offers no lead: no passage can hold that answer."""
     nearest = citations[0].n if citations else None
     offer = (f" The nearest passage is [{nearest}], {quote_location(citations[0])}."
              if citations else " No passage came close.")
@@ -81,10 +85,16 @@ def explain(question: str, index: Index, citations: list[Citation], *, best: flo
                           missing, _round(best), _round(threshold), nearest)
     if best is None:
         why = f"the best match is too weak (no answer found reaches the confidence needed, {threshold:.2f})"
+        lead = None
+    elif lead is not None:
+        why = (f"the best match is too weak (the best answer found, “{lead.span or lead.text}”, has confidence "
+               f"{best:.2f}; an answer needs {threshold:.2f})")
+        offer = f" It stands in [{lead.citation}], {quote_location(lead)}."
+        nearest = lead.citation
     else:
         why = (f"the best match is too weak (the best answer found has confidence {best:.2f}; "
                f"an answer needs {threshold:.2f})")
-    return Abstention("weak", f"{SAY_NOT_FOUND}: {why}.{offer}", [], _round(best), _round(threshold), nearest)
+    return Abstention("weak", f"{SAY_NOT_FOUND}: {why}.{offer}", [], _round(best), _round(threshold), nearest, lead)
 
 
 def _round(x: float | None) -> float | None:

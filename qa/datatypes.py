@@ -136,7 +136,9 @@ class Abstention:
     missing: list[str] = field(default_factory=list)  # the names no document mentions
     best: float | None = None  # the best candidate's confidence, when one was found
     threshold: float | None = None  # the confidence an answer needs
-    nearest: int | None = None  # Citation.n of the nearest passage
+    nearest: int | None = None  # Citation.n of the nearest passage (the lead's, when there is one)
+    # reason "weak": the best answer found, below the confidence needed, where it stands (a lead to check)
+    lead: Answer | None = None
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from qa.abstain import explain, unmentioned
-from qa.answer import cite, reader_candidates, select_answers
+from qa.answer import cite, reader_candidates, select_answers, to_answer
 from qa.disagree import disagreement
 from qa.calibration import Calibration, calibration_for, neutral
 from qa.config import MAX_QUESTION_CHARS, Settings
@@ -17,7 +17,7 @@ from qa.protocols import SpanReader, TextEncoder
 from qa.reader import load_reader
 from qa.followup import understand
 from qa.retrieve import retrieve
-from qa.datatypes import Document, QAError, Result
+from qa.datatypes import Answer, Document, QAError, Result
 
 
 @dataclass
@@ -111,6 +111,7 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
     needed = threshold(engine, settings)
     best: float | None = None  # the best candidate's confidence, for the abstention's reason
     missing: list[str] | None = None  # the question's names no document mentions (reader only)
+    lead: list[Answer] = []  # on abstaining, the best candidate below the threshold (reader only)
     if settings.answerer == "reader":
         if engine.reader is None or engine.calibration is None:
             raise QAError("this engine was opened without a reader (open it with answerer='reader')")
@@ -123,6 +124,9 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
                                  max_answers=settings.max_answers)
         step_ms = {"reader": round(reader_ms, 3)}
         best = max((c.probability for c in ranked_spans), default=None)
+        if not answers and ranked_spans and not missing:
+            top = ranked_spans[0]
+            lead = [to_answer(top, read[top.hit].passage, engine.calibration)]
     else:
         from qa.heuristic import extract
 
@@ -131,9 +135,10 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
             qvec = engine.encoder.encode([query])[0]
         answers = extract(question, query, hits, engine.index, qvec, settings.replace(threshold=needed),
                           engine.encoder)
-    citations, answers = cite(hits, answers, engine.index)
+    citations, cited = cite(hits, answers + lead, engine.index)
+    answers, lead = cited[: len(answers)], cited[len(answers):]
     abstention = None if answers else explain(question, engine.index, citations, best=best, threshold=needed,
-                                                 missing=missing)
+                                                 missing=missing, lead=lead[0] if lead else None)
     t2 = time.perf_counter()
     ranked = found.hits
     if depth > normal:  # deeper than the answer's retrieval goes: a second, separate retrieval

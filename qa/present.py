@@ -46,12 +46,7 @@ def to_json(result: Result) -> str:
 def to_dict(result: Result) -> dict:
     return {
         "question": result.question,
-        "answers": [
-            {"text": a.text, "span": a.span, "score": a.score, "confidence": answer_label(a), "citation": a.citation,
-             "doc": a.doc, "start": a.start, "end": a.end, "span_start": a.span_start, "span_end": a.span_end,
-             "line": a.line, "page": a.page, "page_line": a.page_line}
-            for a in result.answers
-        ],
+        "answers": [answer_dict(a) for a in result.answers],
         "citations": [
             {"n": c.n, "doc": c.doc, "title": c.title, "heading": c.heading, "passage": c.passage, "start": c.start,
              "end": c.end, "line": c.line, "page": c.page, "page_line": c.page_line, "passage_line": c.passage_line,
@@ -66,9 +61,23 @@ def to_dict(result: Result) -> dict:
         "searched_as": result.understood.query if result.understood else result.question,
         "followup": bool(result.understood and result.understood.followup),
         "followup_reason": result.understood.why if result.understood else "",
-        "abstention": dataclasses.asdict(result.abstention) if result.abstention else None,
+        "abstention": abstention_dict(result.abstention),
         "disagreement": disagreement_dict(result),
     }
+
+
+def answer_dict(a: Answer) -> dict:
+    return {"text": a.text, "span": a.span, "score": a.score, "confidence": answer_label(a), "citation": a.citation,
+            "doc": a.doc, "start": a.start, "end": a.end, "span_start": a.span_start, "span_end": a.span_end,
+            "line": a.line, "page": a.page, "page_line": a.page_line}
+
+
+def abstention_dict(why: Abstention | None) -> dict | None:
+    """The JSON of an abstention: its fields, the lead (if any) in the shape of an answer."""
+    if why is None:
+        return None
+    return {**{f.name: getattr(why, f.name) for f in dataclasses.fields(why)},
+            "lead": answer_dict(why.lead) if why.lead else None}
 
 
 def disagreement_dict(result: Result) -> dict | None:
@@ -96,7 +105,8 @@ def from_dict(data: dict) -> Result:
         timings_ms=dict(data.get("timings_ms") or {}), message=data.get("message", ""),
         understood=Understanding(searched, bool(data.get("followup")), data.get("followup_reason", ""))
         if searched is not None else None,
-        abstention=_made(Abstention, why, reason="", text="") if why else None,
+        abstention=_made(Abstention, {**why, "lead": _answer(why["lead"]) if why.get("lead") else None},
+                         reason="", text="") if why else None,
         disagreement=Disagreement(d["kind"], [_answer(a) for a in d["answers"]]) if d else None,
     )
 

@@ -9,7 +9,7 @@ import html
 import re
 import uuid
 
-from qa.datatypes import Citation, Result
+from qa.datatypes import Answer, Citation, Result
 from qa.present import answer_html, answer_label, location, passage_html, quote_location, snippet, to_dict
 from qa.transcript import reply_markdown
 
@@ -118,10 +118,12 @@ def reply_html(result: Result, rid: str | None = None) -> str:
     if result.abstained:
         parts = [f'<p class="qa-none">{html.escape(result.message)}</p>', _searched(result)]
         nearest = result.abstention.nearest if result.abstention else None
+        lead = result.abstention.lead if result.abstention else None
         near = [c for c in result.citations if c.n == nearest]
         if near:
-            parts.append('<p class="qa-head">Nearest passage</p>')
-            parts.append(citation_html(near[0], result, rid, top, opened=True))
+            head = "Where the best answer found stands (below the confidence needed)" if lead else "Nearest passage"
+            parts.append(f'<p class="qa-head">{head}</p>')
+            parts.append(citation_html(near[0], result, rid, top, opened=True, marks=[lead] if lead else None))
         rest = [c for c in result.citations if c.n != nearest]
         if rest:
             parts.append('<p class="qa-head">Other passages found</p>')
@@ -143,13 +145,15 @@ def reply_html(result: Result, rid: str | None = None) -> str:
     return _reply(parts, result)
 
 
-def citation_html(c: Citation, result: Result, rid: str = "r", top: float = 0.0, *, opened: bool = False) -> str:
-    """A numbered source that opens to the passage, with the answer sentences marked. A passage no
-    answer quotes shows a one-line snippet and its relevance (its retrieval score against the
-    best passage's) without being opened."""
+def citation_html(c: Citation, result: Result, rid: str = "r", top: float = 0.0, *, opened: bool = False,
+                  marks: list[Answer] | None = None) -> str:
+    """A numbered source that opens to the passage, with the answer sentences (or ``marks``, e.g. an
+    abstention's lead) marked. A passage no answer quotes shows a one-line snippet and its relevance
+    (its retrieval score against the best passage's) without being opened."""
     title = html.escape(c.title)
     where = html.escape(location(c))
-    quoted = any(a.citation == c.n for a in result.answers)
+    marks = result.answers if marks is None else marks
+    quoted = any(a.citation == c.n for a in marks)
     extra = ""
     if not quoted:
         relevance = f"{c.score / top:.0%}" if top > 0 else "–"
@@ -159,7 +163,7 @@ def citation_html(c: Citation, result: Result, rid: str = "r", top: float = 0.0,
     return (
         f'<details class="qa-cite qa-src-{c.n}" id="qa-{rid}-{c.n}"{" open" if opened else ""}>'
         f'<summary><b>[{c.n}]</b> {title} <span class="qa-file">— {where}</span>{extra}</summary>'
-        f'<div class="qa-passage">{_heading(c)}{passage_html(c, result.answers)}</div></details>'
+        f'<div class="qa-passage">{_heading(c)}{passage_html(c, marks)}</div></details>'
     )
 
 

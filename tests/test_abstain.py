@@ -9,7 +9,7 @@ import pytest
 
 from helpers_core import settings_for, template
 from qa.abstain import explain, unmentioned
-from qa.datatypes import Citation
+from qa.datatypes import Answer, Citation
 from qa.index import load_index
 from qa.present import location, quote_location, to_dict, to_json, to_text
 
@@ -64,6 +64,21 @@ def test_the_nearest_passage_of_a_pdf_is_named_by_page_and_line():
     assert unnamed.text == ("The documents do not answer this question: no document mentions “FIFA”. "
                             "The nearest passage is [2], brief.pdf p. 3, line 2.")
     assert quote_location(NEAR_PDF) in location(NEAR_PDF)  # the same words as the citation list
+
+
+@pytest.mark.unit
+def test_a_weak_match_names_the_best_answer_found_and_where_it_stands():
+    lead = Answer(text="In late 2001, Russia signed an arms deal.", span="2001", score=0.2866, citation=2, start=900,
+                  end=941, span_start=908, span_end=912, label="low", doc="brief.pdf", line=58, page=3, page_line=2)
+    weak = explain("When was the deal signed?", None, [NEAR, NEAR_PDF], best=0.2866, threshold=0.41, missing=[],
+                   lead=lead)
+    assert weak.reason == "weak" and weak.lead == lead and weak.nearest == 2  # its passage, not the top one
+    assert weak.text == ("The documents do not answer this question: the best match is too weak (the best answer "
+                         "found, “2001”, has confidence 0.29; an answer needs 0.41). It stands in [2], brief.pdf "
+                         "p. 3, line 2.")
+    unnamed = explain("Who won the 2031 FIFA Cup?", None, [NEAR], best=0.2, threshold=0.5, missing=["FIFA"], lead=lead)
+    assert unnamed.lead is None and unnamed.nearest == 1 and "2001" not in unnamed.text
+    assert explain("Why?", None, [NEAR], best=None, threshold=0.5, missing=[], lead=lead).lead is None
 
 
 @pytest.mark.integration

@@ -107,6 +107,30 @@ def test_abstention_opens_the_nearest_passage(engine):
     assert "no document mentions “FIFA” or “Cup”" in page
     assert f'id="qa-x-{result.abstention.nearest}" open>' in page
     assert page.index("Nearest passage") < page.index("Other passages found")
+    assert result.abstention.lead is None  # no passage can hold the answer: nothing to offer as a lead
+
+
+def test_a_weak_abstention_names_its_best_answer_where_it_stands(engine):
+    """Below the confidence needed nothing is answered, but the best span found is named with its
+    citation (the exact document text), and the page opens that passage with its sentence marked."""
+    from qa.pipeline import ask
+    from qa.present import quote_location
+
+    result = ask(engine, DRONES_QUESTION, settings=engine.settings.replace(threshold=0.999))
+    why, lead = result.abstention, result.abstention.lead
+    assert result.abstained and why.reason == "weak" and lead is not None and lead.score == why.best < 0.999
+    cited = next(c for c in result.citations if c.n == lead.citation)
+    assert why.nearest == cited.n and cited.doc == lead.doc
+    assert cited.text[lead.span_start - cited.start : lead.span_end - cited.start] == lead.span == "1,700"
+    assert cited.text[lead.start - cited.start : lead.end - cited.start] == lead.text
+    assert (f"the best answer found, “1,700”, has confidence {why.best:.2f}; an answer needs 1.00). "
+            f"It stands in [{cited.n}], {quote_location(lead)}.") in result.message
+    page = reply_html(result, rid="x")
+    assert f'id="qa-x-{cited.n}" open>' in page and "Where the best answer found stands" in page
+    assert page.count("<mark>") == 1 and "approximately 1,700 drones" in page.split("<mark>")[1].split("</mark>")[0]
+    data = to_dict(result)
+    assert data["abstention"]["lead"]["span"] == "1,700" and from_dict(data).abstention == why
+    assert f"[{cited.n}] {cited.title}" in reply_markdown(data)
 
 
 def test_reply_markdown_holds_the_quote_and_its_source(engine):
