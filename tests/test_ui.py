@@ -265,6 +265,22 @@ def test_page_abstains_saying_why_with_the_nearest_passage(page):
     shot(page, "abstains.png")
 
 
+def test_page_shows_where_the_best_answer_of_a_weak_match_stands(page):
+    """"What is SEPAM?": the reader's best span is well under the threshold (0.26 against 0.41, AMD
+    EPYC), so the page abstains, names that span and opens its passage with the sentence marked."""
+    from playwright.sync_api import expect
+
+    reply = chat_ask(page, "What is SEPAM?")
+    expect(reply.locator(".qa-none")).to_contain_text("the best match is too weak (the best answer found, “")
+    expect(reply.locator(".qa-none")).to_contain_text("It stands in [")
+    expect(reply.locator(".qa-head").first).to_have_text("Where the best answer found stands (below the confidence needed)")
+    opened = reply.locator("details.qa-cite[open]")
+    expect(opened).to_have_count(1)
+    expect(opened.locator(".qa-passage mark")).to_have_count(1)
+    expect(opened.locator(".qa-passage mark")).to_be_visible()
+    shot(page, "abstains-with-lead.png")
+
+
 def test_page_examples_are_buttons_and_one_way_to_clear(page):
     from playwright.sync_api import expect
 
