@@ -123,7 +123,9 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         answers = select_answers(ranked_spans, read, engine.calibration, threshold=needed,
                                  max_answers=settings.max_answers)
         step_ms = {"reader": round(reader_ms, 3)}
-        best = max((c.probability for c in ranked_spans), default=None)
+        # the top-ranked candidate's: the one an answer would be (a lower-ranked one may score higher once
+        # a passage lacking a name the question asks about is capped, and is never shown)
+        best = ranked_spans[0].probability if ranked_spans else None
         if not answers and ranked_spans and not missing:
             top = ranked_spans[0]
             lead = [to_answer(top, read[top.hit].passage, engine.calibration)]
