@@ -70,6 +70,15 @@ def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset()
 
 
+def machine() -> dict:
+    """What a measured time was measured on: the CPU's name and the cores this process may use."""
+    return {"cpu": cpu_name(), "cores": cpu_count()}
+
+
+def machine_label(m: dict | None) -> str:
+    return f"{m['cpu']}, {m['cores']} cores" if m else "machine not recorded"
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """This CPU's instruction-set flags (read once); empty where ``/proc/cpuinfo`` cannot be read."""

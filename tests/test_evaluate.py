@@ -8,10 +8,11 @@ import pytest
 from helpers_core import live_generation
 from qa.cli import build_parser, main, settings_from
 from qa.config import Settings, load_saved
+from qa.cpu import cpu_count, cpu_name
 from qa.eval.calibrate import choose_threshold
 from qa.eval.run import evaluate, judge
 from qa.eval.setup import EVAL_MODES, LABELS, mode_settings, sample_questions
-from qa.eval.metrics import recall_at_k
+from qa.eval.metrics import exact_match, recall_at_k
 from qa.datatypes import Hit, Passage, Question
 
 pytestmark = pytest.mark.integration
@@ -124,6 +125,8 @@ def test_eval_jsonl_writes_consistent_outputs(tiny, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "## Retrieval" in report and "## Answers" in report and "## Latency" in report
     assert '"threshold"' in report and "qa eval" in report
+    assert results["machine"] == {"cpu": cpu_name(), "cores": cpu_count()}
+    assert f"## Latency (ms per question; {cpu_name()}, {cpu_count()} cores)" in report
 
 
 @pytest.mark.parametrize("candidates", [50, 3])
@@ -345,9 +348,19 @@ def test_squad_split_and_the_reader_given_the_gold_paragraph(tmp_path, monkeypat
     code, stdout, err = run_eval_cli(capsys, "tiny-squad.json", "--format", "squad", "--given-gold",
                                      "--split", "heldout", "--out", "gold")
     assert code == 0, err
-    assert "Reader given the gold paragraph (3 questions, heldout)" in stdout
+    assert f"Reader given the gold paragraph (3 questions, heldout; {cpu_name()}, {cpu_count()} cores)" in stdout
     figures = json.loads((tmp_path / "gold" / "results.json").read_text())["given_gold"]
     assert 0.0 <= figures["em"] <= figures["f1"] <= 1.0
+    with open(tmp_path / "gold" / "per_question.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    assert sum(int(r["em"]) for r in rows) / 3 == pytest.approx(figures["em"])
+    assert sum(float(r["f1"]) for r in rows) / 3 == pytest.approx(figures["f1"], abs=1e-4)
+    for r in rows:
+        assert int(r["em"]) == exact_match(r["span"], r["expected"].split(" | "))
+    report = (tmp_path / "gold" / "report.md").read_text(encoding="utf-8")
+    assert "--given-gold" in report and f"{figures['em']:.3f}" in report and cpu_name() in report
+    assert sorted(p.name for p in (tmp_path / "gold").iterdir()) == ["per_question.csv", "report.md", "results.json"]
     code, _, err = run_eval_cli(capsys, "tiny-squad.json", "--format", "squad", "--split", "train")
     assert code == 2 or code == 1
     assert "no question of tiny-squad.json is in that split" in err

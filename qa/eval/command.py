@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from qa.config import Settings
+from qa.cpu import machine, machine_label
 from qa.datatypes import QAError, Question
 from qa.eval.datasets import FORMATS
-from qa.eval.report import fmt, markdown_table, render_tables, write_outputs
+from qa.eval.report import fmt, markdown_table, render_tables, write_given_gold, write_outputs
 from qa.eval.run import DEPTH, evaluate
 from qa.eval.score import summarise
 from qa.eval.setup import (check_out, check_questions, claim_corpus, eval_settings, load_question_set, parse_answerers,
@@ -116,7 +116,7 @@ def run_given_gold(args: argparse.Namespace, settings: Settings, questions: list
         raise QAError("--given-gold needs questions with a gold paragraph (SQuAD format)")
     reader = load_reader(settings.reader or None, settings.model_path)
     texts: dict[str, str] = {}
-    ems, f1s, ms = [], [], []
+    ems, f1s, ms, rows = [], [], [], []
     for q in progress(golds, desc="read", unit="q", enabled=not args.quiet):
         if q.doc not in texts:
             texts[q.doc] = (Path(settings.corpus) / q.doc).read_text(encoding="utf-8")
@@ -126,21 +126,25 @@ def run_given_gold(args: argparse.Namespace, settings: Settings, questions: list
         ems.append(exact_match(prediction, q.answers))
         f1s.append(token_f1(prediction, q.answers))
         ms.append(took)
+        rows.append({"id": q.id, "question": q.question, "expected": " | ".join(q.answers), "span": prediction,
+                     "em": int(ems[-1]), "f1": round(f1s[-1], 4), "read_ms": round(took, 2)})
     results = {
         "command": shlex.join(["qa", *sys.argv[1:]]),
         "dataset": {"path": str(path), "questions": len(golds), "questions_in_file": total, "split": args.split},
         "reader": {"folder": str(reader.folder), "sha256": reader.identity},
         "given_gold": {"em": mean(ems), "f1": mean(f1s), "latency_ms": summarise_latency(ms)},
+        "machine": machine(),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     g = results["given_gold"]
-    print(f"Reader given the gold paragraph ({len(golds)} questions{', ' + args.split if args.split else ''})\n"
-          + markdown_table(["reader", "EM", "F1", "read p50 ms", "read p95 ms"],
+    table = markdown_table(["reader", "EM", "F1", "read p50 ms", "read p95 ms"],
                            [[reader.identity[:12], fmt(g["em"]), fmt(g["f1"]),
-                             fmt(g["latency_ms"]["p50"], 1), fmt(g["latency_ms"]["p95"], 1)]]))
+                             fmt(g["latency_ms"]["p50"], 1), fmt(g["latency_ms"]["p95"], 1)]])
+    print(f"Reader given the gold paragraph ({len(golds)} questions{', ' + args.split if args.split else ''}; "
+          f"{machine_label(results['machine'])})\n" + table)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        write_given_gold(out, results, table, rows)
+        print(f"\nwrote {out}/ (report.md, results.json, per_question.csv)", file=sys.stderr)
     return 0
 
 
@@ -150,6 +154,7 @@ def _context(args: argparse.Namespace, settings: Settings, engine, questions: li
     return {
         "command": shlex.join(["qa", *sys.argv[1:]]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
         "dataset": {
             "path": str(path),
             "format": args.format,

@@ -1,5 +1,6 @@
 """``qa eval``'s outputs: the tables (terminal and report.md), per_question.csv, chart.png and
-reliability.png, written into a folder that appears complete or not at all."""
+reliability.png (or, for ``--given-gold``, report.md, results.json and per_question.csv), written into
+a folder that appears complete or not at all."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from qa.calibration import RIGHT_F1
 from qa.config import Settings
+from qa.cpu import machine_label
 from qa.datatypes import QAError
 from qa.eval.run import Outcome
 from qa.eval.score import RANK_K, RECALL_KS, question_scores
@@ -49,7 +52,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     stages = [s for s in ("retrieve", "reader", "answer", "total")
               if any(s in m["latency_ms"] for m in modes.values())]
     out.append((
-        "Latency (ms per question)",
+        f"Latency (ms per question; {machine_label(results.get('machine'))})",
         ["mode"] + [f"{s} {p}" for s in stages for p in ("p50", "p95")],
         [[m["label"]] + [fmt(m["latency_ms"][s][p] if s in m["latency_ms"] else None, 1)
                          for s in stages for p in ("p50", "p95")]
@@ -94,7 +97,7 @@ def report_markdown(results: dict) -> str:
         f"- corpus: `{results['corpus']}`: {results['documents']:,} documents, {results['passages']:,} passages; "
         f"index `{results['index']}`",
         f"- model: {model.get('name', '?')} ({model.get('backend', '?')}, {model.get('precision', '?')})",
-        f"- run: {results['created']}, {results['wall_s']} s",
+        f"- run: {results['created']}, {results['wall_s']} s, on {machine_label(results.get('machine'))}",
         "",
     ]
     for title, header, rows in tables(results):
@@ -241,7 +244,53 @@ def write_reliability(results: dict, path: Path) -> None:
 
 
 def write_outputs(out: Path, results: dict, outcomes: list[Outcome], runs: list[tuple[str, str]]) -> None:
-    """Write the report folder beside ``out`` and move it into place (replacing ``out``) only when complete."""
+    """The report folder of an open run: report.md, results.json, per_question.csv and the charts."""
+
+    def fill(folder: Path) -> None:
+        (folder / "report.md").write_text(report_markdown(results), encoding="utf-8")
+        (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+        write_csv(folder / "per_question.csv", CSV_COLUMNS, csv_rows(outcomes, runs))
+        write_chart(results, folder / "chart.png")
+        if any(m["answers"] and m["answers"]["reliability"] for m in results["modes"].values()):
+            write_reliability(results, folder / "reliability.png")
+
+    write_folder(out, fill)
+
+
+GOLD_CSV_COLUMNS = ["id", "question", "expected", "span", "em", "f1", "read_ms"]
+
+
+def write_given_gold(out: Path, results: dict, table: str, rows: list[dict]) -> None:
+    """The report folder of a ``--given-gold`` run: report.md, results.json and per_question.csv (one row a
+    question: the reader's span, its EM and F1, the read's milliseconds)."""
+    d = results["dataset"]
+    report = "\n".join([f"# qa eval --given-gold: {Path(d['path']).name}", "", "```", results["command"], "```", "",
+                        f"- data: `{d['path']}`, {d['questions']:,} questions with a gold paragraph"
+                        + (f" (split {d['split']})" if d["split"] else ""),
+                        f"- reader: `{results['reader']['folder']}`, sha256 {results['reader']['sha256']}",
+                        f"- run: {results['wall_s']} s, on {machine_label(results.get('machine'))}", "", table,
+                        ""])
+
+    def fill(folder: Path) -> None:
+        (folder / "report.md").write_text(report, encoding="utf-8")
+        (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+        write_csv(folder / "per_question.csv", GOLD_CSV_COLUMNS, rows)
+
+    write_folder(out, fill)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_folder(out: Path, fill: Callable[[Path], None]) -> None:
+    """Let ``fill`` write a folder beside ``out``, then move it into place (replacing ``out``) only when
+    complete: a report folder appears whole or not at all."""
     out = Path(out).absolute()
     tag = uuid.uuid4().hex[:8]
     tmp = out.parent / f".{out.name}.tmp-{tag}"
@@ -251,15 +300,7 @@ def write_outputs(out: Path, results: dict, outcomes: list[Outcome], runs: list[
     except OSError as e:
         raise QAError(f"cannot write --out {out}: {e.strerror or e}") from None
     try:
-        (tmp / "report.md").write_text(report_markdown(results), encoding="utf-8")
-        (tmp / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        with open(tmp / "per_question.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(csv_rows(outcomes, runs))
-        write_chart(results, tmp / "chart.png")
-        if any(m["answers"] and m["answers"]["reliability"] for m in results["modes"].values()):
-            write_reliability(results, tmp / "reliability.png")
+        fill(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{tag}"
             os.replace(out, old)
