@@ -248,14 +248,12 @@ def write_outputs(out: Path, results: dict, outcomes: list[Outcome], runs: list[
 
     def fill(folder: Path) -> None:
         (folder / "report.md").write_text(report_markdown(results), encoding="utf-8")
-        (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
-                                             encoding="utf-8")
         write_csv(folder / "per_question.csv", CSV_COLUMNS, csv_rows(outcomes, runs))
         write_chart(results, folder / "chart.png")
         if any(m["answers"] and m["answers"]["reliability"] for m in results["modes"].values()):
             write_reliability(results, folder / "reliability.png")
 
-    write_folder(out, fill)
+    write_folder(out, results, fill)
 
 
 GOLD_CSV_COLUMNS = ["id", "question", "expected", "span", "em", "f1", "read_ms"]
@@ -274,11 +272,9 @@ def write_given_gold(out: Path, results: dict, table: str, rows: list[dict]) -> 
 
     def fill(folder: Path) -> None:
         (folder / "report.md").write_text(report, encoding="utf-8")
-        (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
-                                             encoding="utf-8")
         write_csv(folder / "per_question.csv", GOLD_CSV_COLUMNS, rows)
 
-    write_folder(out, fill)
+    write_folder(out, results, fill)
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
@@ -288,9 +284,9 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def write_folder(out: Path, fill: Callable[[Path], None]) -> None:
-    """Let ``fill`` write a folder beside ``out``, then move it into place (replacing ``out``) only when
-    complete: a report folder appears whole or not at all."""
+def write_folder(out: Path, results: dict, fill: Callable[[Path], None]) -> None:
+    """Write ``results`` (results.json) and let ``fill`` write the rest of a folder beside ``out``, then
+    move it into place (replacing ``out``) only when complete: a report folder appears whole or not at all."""
     out = Path(out).absolute()
     tag = uuid.uuid4().hex[:8]
     tmp = out.parent / f".{out.name}.tmp-{tag}"
@@ -300,6 +296,7 @@ def write_folder(out: Path, fill: Callable[[Path], None]) -> None:
     except OSError as e:
         raise QAError(f"cannot write --out {out}: {e.strerror or e}") from None
     try:
+        (tmp / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         fill(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{tag}"
