@@ -1,7 +1,8 @@
 """The trained extractive reader, run with ONNX Runtime (no torch on this path).
 
-The model (``models/reader/reader.onnx``: all-MiniLM-L6-v2 with a start/end head,
-trained by ``training/train_reader.py``, int8) reads the question with each passage
+The model (``models/reader/reader.onnx``: ms-marco-MiniLM-L-12-v2 with a start/end head,
+trained by ``training/train_reader.py``, int8; it tokenizes with the bundled embedding
+model's vocabulary, which is the same) reads the question with each passage
 and scores every span of every passage; :func:`read` returns the best spans with the
 logits they were chosen by. The file is checked against its ``SHA256SUMS`` on load,
 and its checksum is the reader's identity: a calibration made for one reader is never

@@ -115,12 +115,13 @@ def test_quality_bar_through_cli_reader(workspace):
     hybrid = run_cli(workspace, "hybrid")
     acc, abst, failures = score(hybrid)
     print(f"reader, hybrid: answerable {acc:.1%}, abstained {abst:.1%}; " + "; ".join(failures))
-    assert acc >= 34 / 43, failures
+    # reader v2 (README): 41 of 43 right, 4 of 7 abstain, 36 exact spans; one question of slack each
+    assert acc >= 40 / 43, failures
     assert abst >= 3 / 7, failures
     answerable = [(q, r) for q, r in zip(QUESTIONS, hybrid) if q["answers"]]
     span_em = sum(bool(r["answers"]) and exact_match(r["answers"][0]["span"] or "", q["answers"])
                   for q, r in answerable) / len(answerable)
-    assert span_em >= 25 / 43, span_em
+    assert span_em >= 35 / 43, span_em
     check_quotes(hybrid)
     for r in hybrid:
         for a in r["answers"]:
