@@ -129,11 +129,12 @@ class AskSettings:
     # Reader v1 (6 layers) took 36 ms for 3 passage windows of 170 tokens and 60 ms for 5 (AMD EPYC,
     # 2 cores); v2 (12 layers) 69 ms for the 3 (seed p50), hence the early exit below.
     read: int = knob(3, "top passages the reader reads", low=1)
-    # 0.7 by default since reader v2 (12 layers: 69 ms for three passages, p50 over the seed questions):
-    # on the calibrate articles of SQuAD dev (783 questions; qa/splits.py, hybrid rrf) it reads the top
-    # passage alone for most questions (reader p50 180 -> 55 ms, measured on a busy machine) for top-sentence
-    # accuracy 0.844 -> 0.837, span EM 0.665 -> 0.667, F1 0.763 -> 0.757, ECE 0.027 -> 0.036 (AMD EPYC).
-    early_exit: float = knob(0.7, "read the top passage alone first, and the others only when its best "
+    # Off by default: with reader v2 (12 layers: 69 ms for three passages, p50 over the seed questions)
+    # 0.7 reads the top passage alone for most questions (seed warm p50 79.0 -> 39.2 ms; on the calibrate
+    # articles of SQuAD dev, hybrid rrf: top-sentence accuracy 0.844 -> 0.837, span EM 0.665 -> 0.667,
+    # F1 0.763 -> 0.757, ECE 0.027 -> 0.036; AMD EPYC), but then the other documents' passages go unread
+    # and "sources differ" (qa.disagree) cannot be seen: answers and their checks come first.
+    early_exit: float = knob(0.0, "read the top passage alone first, and the others only when its best "
                              "answer's confidence is below this (0: off)", low=0.0, high=1.0)
     threshold: float | None = knob(None, "abstain below this confidence, a probability for the reader",
                                    low=0.0, high=1.0, shown="the calibrated value")
