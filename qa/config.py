@@ -127,7 +127,7 @@ class AskSettings:
     reader: str = knob(os.environ.get("QA_READER", ""), "reader model folder", env="QA_READER",
                        shown="the shipped models/reader")
     # Reader v1 (6 layers) took 36 ms for 3 passage windows of 170 tokens and 60 ms for 5 (AMD EPYC,
-    # 2 cores); v2 (12 layers) 69 ms for the 3 (seed p50), hence the early exit below.
+    # 2 cores); v2 (12 layers) 69 ms for the 3 (seed p50): see the early exit below.
     read: int = knob(3, "top passages the reader reads", low=1)
     # Off by default: with reader v2 (12 layers: 69 ms for three passages, p50 over the seed questions)
     # 0.7 reads the top passage alone for most questions (seed warm p50 79.0 -> 39.2 ms; on the calibrate

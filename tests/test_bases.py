@@ -14,7 +14,6 @@ from qa.config import resolve_model
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-torch = pytest.importorskip("torch", reason="training needs torch (pip install -e '.[train]')")
 
 
 def bases():
@@ -36,6 +35,7 @@ def test_a_dequantised_encoder_computes_what_its_int8_onnx_computes(tmp_path):
     import onnxruntime as ort
     from safetensors.numpy import save_file
     from tokenizers import Tokenizer
+    import torch
     from transformers import BertConfig, BertModel
 
     src = vectrix("bge_small_en")
