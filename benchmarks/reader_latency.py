@@ -32,12 +32,14 @@ from qa.pipeline import ask, open_engine  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--read", type=int, default=Settings().read, help="passages the reader reads")
+    ap.add_argument("--early-exit", type=float, default=Settings().early_exit,
+                    help="read the rest only below this confidence (qa ask --early-exit)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cold", type=int, default=5, help="cold `qa ask` runs")
     ap.add_argument("--corpus", type=Path, default=ROOT / "corpus")
     ap.add_argument("--index", type=Path, default=ROOT / "index")
     args = ap.parse_args()
-    settings = Settings(corpus=args.corpus, index=args.index, read=args.read)
+    settings = Settings(corpus=args.corpus, index=args.index, read=args.read, early_exit=args.early_exit)
     engine = open_engine(settings, progress=False)
     questions = [json.loads(line)["question"] for line in (ROOT / "questions" / "seed.jsonl").read_text().splitlines()
                  if line.strip()]
@@ -53,10 +55,12 @@ def main() -> int:
     for _ in range(args.cold):
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "qa.cli", "ask", "--quiet", "--corpus", str(args.corpus),
-                        "--index", str(args.index), questions[0]], check=True, capture_output=True)
+                        "--index", str(args.index), "--early-exit", str(args.early_exit), questions[0]],
+                       check=True, capture_output=True)
         cold.append(time.perf_counter() - t)
     result = {
         "cpu": cpu_name(), "units": ", ".join(vector_units()), "cores": os.cpu_count(), "read": args.read,
+        "early_exit": args.early_exit,
         "questions": len(questions), "asks": len(total),
         "warm_total_ms": {"p50": percentile(total, 50), "p95": percentile(total, 95)},
         "reader_ms": {"p50": percentile(reader, 50), "p95": percentile(reader, 95)},

@@ -101,23 +101,43 @@ def reader_candidates(reader: SpanReader, calibration: Calibration, question: st
     one per stretch of document text; and the reader's milliseconds. ``unmentioned``: the
     question names something no document mentions (:func:`qa.abstain.unmentioned`), which
     keeps every candidate's probability below the abstention threshold. ``early_exit`` (0: off):
-    the top hit is read alone first, and the others only when its best candidate's probability
-    is below ``early_exit`` (one passage window instead of three for a confident question)."""
-    if early_exit > 0 and len(hits) > 1:
-        first, ms = _read(reader, calibration, question, hits, [0], unmentioned)
-        if first and first[0].probability >= early_exit:
-            return first, ms
-        rest, more = _read(reader, calibration, question, hits, list(range(1, len(hits))), unmentioned)
-        return _ranked(first + rest, hits), ms + more
-    return _read(reader, calibration, question, hits, list(range(len(hits))), unmentioned)
+    the first read is the top hit and the best hit of each other document (:func:`first_read`);
+    the remaining hits are read only when the best candidate's probability is below
+    ``early_exit``, and then every candidate is ranked as if all had been read at once."""
+    which = list(range(len(hits)))
+    first = first_read(hits) if early_exit > 0 else which
+    spans, ms = reader.read(question, [hits[i].passage.text for i in first])
+    read = list(first)
+    if len(first) < len(hits):
+        cands = _candidates(calibration, question, hits, read, spans, unmentioned)
+        if not cands or cands[0].probability < early_exit:
+            rest = [i for i in which if i not in first]
+            more, more_ms = reader.read(question, [hits[i].passage.text for i in rest])
+            spans = spans + [replace(s, item=s.item + len(first)) for s in more]
+            read, ms = read + rest, ms + more_ms
+        else:
+            return cands, ms
+    return _candidates(calibration, question, hits, read, spans, unmentioned), ms
 
 
-def _read(reader: SpanReader, calibration: Calibration, question: str, hits: list[Hit], which: list[int],
-          unmentioned: bool) -> tuple[list[Candidate], float]:
-    """The ranked candidates of the hits at positions ``which``, and the reader's milliseconds."""
-    spans, ms = reader.read(question, [hits[i].passage.text for i in which])
+def first_read(hits: list[Hit]) -> list[int]:
+    """The positions the early exit reads first: the top hit and the first hit of each other
+    document, so that an answer from every document among the hits is seen before stopping
+    (a disagreement between documents, :mod:`qa.disagree`, needs both)."""
+    seen: set[str] = set()
+    out = []
+    for i, h in enumerate(hits):
+        if h.passage.doc not in seen:
+            seen.add(h.passage.doc)
+            out.append(i)
+    return out
+
+
+def _candidates(calibration: Calibration, question: str, hits: list[Hit], which: list[int], spans: list,
+                unmentioned: bool) -> list[Candidate]:
+    """The ranked candidates of the reader's ``spans`` over the hits at positions ``which``."""
     if not spans:
-        return [], ms
+        return []
     terms = specific_terms(question)
     lacks = [bool(missing_terms(terms, hits[i].passage.text)) for i in which]
     feats = candidate_features(np.array([s.score for s in spans]), np.array([s.null for s in spans]),
@@ -129,7 +149,7 @@ def _read(reader: SpanReader, calibration: Calibration, question: str, hits: lis
         start = hits[which[s.item]].passage.start
         prob = calibration.probability(float(z), lacks=lacks[s.item], unmentioned=unmentioned)
         cands.append(Candidate(which[s.item], start + s.start, start + s.end, f, float(z), prob))
-    return _ranked(cands, hits), ms
+    return _ranked(cands, hits)
 
 
 def _ranked(cands: list[Candidate], hits: list[Hit]) -> list[Candidate]:

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers_core import DOC_A
-from qa.answer import answer_sentences, reader_answers, reader_candidates
+from helpers_core import DOC_A, DOC_B
+from qa.answer import answer_sentences, first_read, reader_answers, reader_candidates
 from qa.calibration import (FEATURES, ISOTONIC_CLIP, ISOTONIC_MIN, Calibration, calibration_for, candidate_features,
                             fit_isotonic, fit_logistic, fit_platt, load_calibration, missing_terms, reliability,
                             specific_terms)
@@ -140,10 +140,11 @@ class FixedReader:
 CAL = Calibration("x", "m", ranker=[0.0, 0.1, 0.0, 0.0, -4.0, 0.0], platt=(1.0, 0.0), threshold=0.5)
 
 
-def hits_of(*texts: str) -> list[Hit]:
+def hits_of(*texts: str, docs: tuple[str, ...] = ()) -> list[Hit]:
+    """Hits in rank order, of DOC_A unless ``docs`` names each one's document."""
     out, pos = [], 0
     for r, t in enumerate(texts):
-        out.append(Hit(r, passage(DOC_A, pos, t, r), 1.0, r))
+        out.append(Hit(r, passage(docs[r] if docs else DOC_A, pos, t, r), 1.0, r))
         pos += len(t) + 2
     return out
 
@@ -235,6 +236,19 @@ def test_early_exit_reads_the_rest_when_the_top_passage_is_not_confident(maker):
     assert [(c.hit, c.start, c.end, c.rank_logit) for c in early] == \
         [(c.hit, c.start, c.end, c.rank_logit) for c in whole]  # the same ranking as one read of all three
     assert {early[0].hit, early[1].hit} == {1, 2}
+
+
+@pytest.mark.unit
+def test_early_exit_first_reads_the_best_passage_of_every_document(maker):
+    hits = hits_of(*EARLY, docs=(DOC_A, DOC_A, DOC_B))
+    question = "How many drones has Russia purchased?"
+    reader = CountingReader(maker, "1,700")
+    early, _ = reader_candidates(reader, CAL, question, hits, early_exit=0.9)
+    # the third hit is the other document's best: read with the top one, so both documents' answers
+    # are there to compare; the second hit (the top one's document again) is skipped
+    assert reader.calls == [[EARLY[0], EARLY[2]]]
+    assert {c.hit for c in early if c.probability > 0.9} == {0, 2}
+    assert first_read(hits) == [0, 2] and first_read(hits_of(*EARLY)) == [0]
 
 
 @pytest.mark.unit
