@@ -104,20 +104,15 @@ def reader_candidates(reader: SpanReader, calibration: Calibration, question: st
     the first read is the top hit and the best hit of each other document (:func:`first_read`);
     the remaining hits are read only when the best candidate's probability is below
     ``early_exit``, and then every candidate is ranked as if all had been read at once."""
-    which = list(range(len(hits)))
-    first = first_read(hits) if early_exit > 0 else which
+    first = first_read(hits) if early_exit > 0 else list(range(len(hits)))
     spans, ms = reader.read(question, [hits[i].passage.text for i in first])
-    read = list(first)
-    if len(first) < len(hits):
-        cands = _candidates(calibration, question, hits, read, spans, unmentioned)
-        if not cands or cands[0].probability < early_exit:
-            rest = [i for i in which if i not in first]
-            more, more_ms = reader.read(question, [hits[i].passage.text for i in rest])
-            spans = spans + [replace(s, item=s.item + len(first)) for s in more]
-            read, ms = read + rest, ms + more_ms
-        else:
-            return cands, ms
-    return _candidates(calibration, question, hits, read, spans, unmentioned), ms
+    cands = _candidates(calibration, question, hits, first, spans, unmentioned)
+    rest = [i for i in range(len(hits)) if i not in first]
+    if not rest or (cands and cands[0].probability >= early_exit):
+        return cands, ms
+    more, more_ms = reader.read(question, [hits[i].passage.text for i in rest])
+    spans = spans + [replace(s, item=s.item + len(first)) for s in more]
+    return _candidates(calibration, question, hits, first + rest, spans, unmentioned), ms + more_ms
 
 
 def first_read(hits: list[Hit]) -> list[int]:
