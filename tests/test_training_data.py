@@ -96,3 +96,9 @@ def test_layer_decay_lowers_the_rate_layer_by_layer_and_one_rate_keeps_the_two_p
         assert rate(layers[-1].output.dense.weight) == pytest.approx(0.8e-4)
         assert rate(layers[0].output.dense.weight) == pytest.approx(1e-4 * 0.8 ** 6)
         assert rate(model.bert.embeddings.position_embeddings.weight) == pytest.approx(1e-4 * 0.8 ** 7)
+
+
+def test_without_bf16_units_the_default_run_trains_on_fewer_questions():
+    tr = train_reader()
+    assert tr.default_questions(bf16=True) == 0  # all questions: about an hour with bf16
+    assert 0 < tr.default_questions(bf16=False) == tr.FP32_QUESTIONS < 4913  # fp32 steps take 2-3x as long
