@@ -132,10 +132,10 @@ class AskSettings:
     # Reader v2 (12 layers) takes 69 ms for three passages (p50 over the seed questions, AMD EPYC, 2 cores).
     # The early exit reads the top passage with the best passage of each other document first (so that
     # "sources differ", qa.disagree, still sees every document's answer) and the rest only below this
-    # confidence. Seed warm p50 82 -> 56 ms at 0.8 (0.7: 55, 0.9: 59); on the calibrate articles of SQuAD
-    # dev, hybrid rrf, against reading all three: top-sentence accuracy 0.844 -> 0.838, span EM 0.665 ->
-    # 0.667, F1 0.763 -> 0.757, ECE 0.027 -> 0.042 (0.7: 0.837, 0.665, 0.756, 0.043; 0.5: 0.831, 0.658,
-    # 0.750, 0.037). 0 reads all at once.
+    # confidence. Seed warm p50 82 -> 56 ms at 0.8 (0.7: 55, 0.9: 59; 49.5 ms at 0.8 on a quiet machine);
+    # on the calibrate articles of SQuAD dev, hybrid rrf, against reading all three: top-sentence
+    # accuracy 0.844 -> 0.838, span EM 0.665 -> 0.667, F1 0.763 -> 0.757, ECE 0.027 -> 0.042 (0.7: 0.837,
+    # 0.665, 0.756, 0.043; 0.5: 0.831, 0.658, 0.750, 0.037). 0 reads all at once.
     early_exit: float = knob(0.8, "read the top passage and each other document's best first, and the rest "
                              "only when the best answer's confidence is below this (0: read all at once)",
                              low=0.0, high=1.0)
