@@ -52,7 +52,7 @@ class Reader:
         t = time.perf_counter()
         start, end = self.logits(windows)
         ms = (time.perf_counter() - t) * 1000
-        return best_spans(windows, start, end, per_window=per_window), ms
+        return best_spans(windows, start, end, per_window=per_window, texts=texts), ms
 
 
 def expected_sha256(folder: Path, name: str = MODEL_FILE) -> str | None:

@@ -10,6 +10,7 @@ Only the ``tokenizers`` package is needed here (no torch), so the query path can
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,13 +116,19 @@ class SpanScore:
     window: int  # index of the window it came from
 
 
+PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
 def best_spans(windows: list[Window], start_logits: np.ndarray, end_logits: np.ndarray, *,
-               per_window: int = 3, top: int = 20, max_tokens: int = MAX_ANSWER_TOKENS) -> list[SpanScore]:
+               per_window: int = 3, top: int = 20, max_tokens: int = MAX_ANSWER_TOKENS,
+               texts: list[str] | None = None) -> list[SpanScore]:
     """The best-scoring spans of every window, highest score first, at most ``per_window`` each.
 
     A span lies wholly inside one window's context tokens (never across contexts or
     into the question), ends no earlier than it starts and is at most ``max_tokens`` long.
-    The same stretch of text seen by two overlapping windows is kept once, with its best score.
+    Given the contexts' ``texts``, a span never crosses a paragraph break (a blank line)
+    either: a passage may hold several paragraphs, an answer never does. The same stretch
+    of text seen by two overlapping windows is kept once, with its best score.
     """
     found: dict[tuple[int, int, int], SpanScore] = {}
     for w_i, w in enumerate(windows):
@@ -145,6 +152,8 @@ def best_spans(windows: list[Window], start_logits: np.ndarray, end_logits: np.n
                 break
             a, b = s_top[flat // k], e_top[flat % k]
             cs, ce = w.offsets[a][0], w.offsets[b][1]
+            if texts is not None and PARAGRAPH_BREAK.search(texts[w.item], cs, ce):
+                continue
             key = (w.item, cs, ce)
             if key not in found or found[key].score < score:
                 found[key] = SpanScore(w.item, cs, ce, float(score), null, w_i)

@@ -91,6 +91,27 @@ def test_best_spans_stay_inside_one_context_and_map_to_exact_text(maker):
 
 
 @pytest.mark.unit
+def test_best_spans_never_cross_a_paragraph_break(maker):
+    # Seen on the default corpus: "five years.\n\nThere is a mutual supply…" came out as a span.
+    context = "Exports dropped by 31 percent over five years.\n \nThere is a mutual supply of weapons."
+    windows = maker.make_windows("What is there?", [context])
+    w = windows[0]
+    start = np.full((1, len(w.ids)), -5.0)
+    end = np.full((1, len(w.ids)), -5.0)
+    a, _ = token_span(w, context.index("five"), context.index("five") + 4)
+    _, b = token_span(w, context.index("There"), context.index("There") + 5)
+    start[0, a], end[0, b] = 9.0, 9.0  # the best pair spans the break…
+    _, b2 = token_span(w, context.index("years"), context.index("years") + 5)
+    end[0, b2] = 3.0  # …the next best ends before it
+    crossing = best_spans(windows, start, end)
+    assert any("\n" in context[sp.start : sp.end] for sp in crossing)  # without the texts nothing stops it
+    spans = best_spans(windows, start, end, texts=[context])
+    assert spans and context[spans[0].start : spans[0].end] == "five years"
+    assert all("\n" not in context[sp.start : sp.end] for sp in spans)
+    assert len(spans) == 3  # spans skipped for crossing do not use up the window's share
+
+
+@pytest.mark.unit
 def test_spans_end_after_they_start_and_respect_the_length_cap(maker):
     context = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
     windows = maker.make_windows("Which letter?", [context])
@@ -134,7 +155,7 @@ class FixedReader:
                     a, b = token_span(w, at, at + len(self.favour))
                     s[i, 0] = e[i, 0] = -6.0
                     s[i, a], e[i, b] = 8.0, 8.0
-        return best_spans(windows, s, e, per_window=per_window), 1.0
+        return best_spans(windows, s, e, per_window=per_window, texts=texts), 1.0
 
 
 CAL = Calibration("x", "m", ranker=[0.0, 0.1, 0.0, 0.0, -4.0, 0.0], platt=(1.0, 0.0), threshold=0.5)

@@ -298,7 +298,7 @@ def gold_paragraph_scores(maker: WindowMaker, items: list[dict], logits_fn) -> d
         s, e = logits_fn(windows)
         for j, it in enumerate(part):
             rows = [r for r, o in enumerate(owner) if o == j]
-            spans = best_spans([windows[r] for r in rows], s[rows], e[rows], per_window=1)
+            spans = best_spans([windows[r] for r in rows], s[rows], e[rows], per_window=1, texts=[it["context"]])
             pred = it["context"][spans[0].start : spans[0].end] if spans else ""
             ems.append(exact_match(pred, it["answers"]))
             f1s.append(token_f1(pred, it["answers"]))
