@@ -102,3 +102,15 @@ def test_without_bf16_units_the_default_run_trains_on_fewer_questions():
     tr = train_reader()
     assert tr.default_questions(bf16=True) == 0  # all questions: about an hour with bf16
     assert 0 < tr.default_questions(bf16=False) == tr.FP32_QUESTIONS < 4913  # fp32 steps take 2-3x as long
+
+
+def test_training_keeps_freed_memory_where_the_c_library_is_glibc():
+    import platform
+    import subprocess
+    import sys
+
+    code = ("import importlib.util as u, sys; s = u.spec_from_file_location('t', sys.argv[1]); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.keep_freed_memory())")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "training" / "train_reader.py")],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(platform.libc_ver()[0] == "glibc")

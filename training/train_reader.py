@@ -54,6 +54,30 @@ SQUAD = ROOT.parent / "shared" / "benchmarks" / "squad-v1.1-dev" / "dev-v1.1.jso
 FP32_QUESTIONS = 2000
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of returning it to the system.
+
+    Each training step allocates and frees attention tensors of about 100 MB; glibc serves
+    those with fresh mmaps and hands them back, so every step pays for page faults and zeroing
+    again. Timed on 6 steps of 32 x 256 windows (AMD EPYC, 2 cores, last 4 steps): fp32 21.2 s
+    a step -> 14.8-16.6 s (system time 87 s -> 22-37 s), bf16 8.6 s -> 7.3 s. The numbers
+    computed are the same. Returns False where the C library has no ``mallopt`` (not glibc):
+    nothing is changed there."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def default_questions(bf16: bool) -> int:
     """The training questions to use when none are asked for: all (0) when training in bf16."""
     return 0 if bf16 else FP32_QUESTIONS
@@ -433,6 +457,7 @@ def main() -> int:
     if args.max_questions is None:
         args.max_questions = default_questions(args.bf16)
     started = time.time()
+    keep_freed_memory()
     import torch
 
     args.out.mkdir(parents=True, exist_ok=True)
