@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,10 +108,6 @@ def test_without_bf16_units_the_default_run_trains_on_fewer_questions():
 
 
 def test_training_keeps_freed_memory_where_the_c_library_is_glibc():
-    import platform
-    import subprocess
-    import sys
-
     code = ("import importlib.util as u, sys; s = u.spec_from_file_location('t', sys.argv[1]); "
             "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.keep_freed_memory())")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "training" / "train_reader.py")],
