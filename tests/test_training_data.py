@@ -113,3 +113,32 @@ def test_training_keeps_freed_memory_where_the_c_library_is_glibc():
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "training" / "train_reader.py")],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(platform.libc_ver()[0] == "glibc")
+
+
+def test_an_answer_cut_leaves_its_sentence_without_the_answer_and_the_words_leading_into_it():
+    from qa.eval.nearmiss import cut_answers
+
+    def cut(answer: str, text: str = CONTEXT) -> str | None:
+        start = text.index(answer)
+        return cut_answers(text, [(start, start + len(answer))], [answer])
+
+    assert cut("1901").startswith("The fleet was founded by Admiral Grey. It first sailed")
+    assert cut("Admiral Grey").startswith("The fleet was founded in 1901. It first sailed")
+    assert "It first sailed. Its flagship" in cut("Portsmouth.")  # the sentence keeps its full stop
+    assert cut("the Resolute") == ("The fleet was founded in 1901 by Admiral Grey. It first sailed from Portsmouth. "
+                                   "Its flagship was. The fleet was renamed in 1950.")
+    assert cut("fleet") is None  # named again elsewhere: what is left still answers
+    # two annotators' overlapping spans are cut as one
+    start = CONTEXT.index("Admiral")
+    assert cut_answers(CONTEXT, [(start, start + 7), (start, start + 12)], ["Admiral", "Admiral Grey"]) == cut("Admiral Grey")
+
+
+def test_answer_cut_near_misses_train_as_no_answer_windows():
+    tr = train_reader()
+    maker = WindowMaker(resolve_model(""))
+    items = [item("q1", "Portsmouth"), item("q2", "fleet")]
+    misses = tr.answers_removed(items)
+    assert list(misses) == ["q1"] and "Portsmouth" not in misses["q1"] and "It first sailed." in misses["q1"]
+    windows = tr.training_windows(maker, items[:1], {}, 0.0, random.Random(0), misses, 1.0)
+    assert [w.item for w, _, _ in windows] == [0, 1]
+    assert windows[0][1] != [0] and windows[1][1:] == ([0], [0])

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qa.config import resolve_model  # noqa: E402
 from qa.cpu import cpu_flags, cpu_name, has_bf16  # noqa: E402
 from qa.eval.metrics import exact_match, token_f1  # noqa: E402
+from qa.eval.nearmiss import cut_answers  # noqa: E402
 from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, token_span  # noqa: E402
 from qa.split import sentence_spans  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
@@ -133,6 +134,17 @@ def near_misses(items: list[dict]) -> dict[str, str]:
         kept = [(s, e) for s, e in sentence_spans(text) if not any(s < ge and e > gs for gs, ge in it["spans"])]
         rest = " ".join(text[s:e] for s, e in kept)
         if len(kept) >= 2 and not any(a.lower() in rest.lower() for a in it["answers"]):
+            out[it["id"]] = rest
+    return out
+
+
+def answers_removed(items: list[dict]) -> dict[str, str]:
+    """For each question id: its own paragraph with the gold answers cut out
+    (:func:`qa.eval.nearmiss.cut_answers`), when the answers then appear nowhere in it."""
+    out = {}
+    for it in items:
+        rest = cut_answers(it["context"], it["spans"], it["answers"])
+        if rest is not None:
             out[it["id"]] = rest
     return out
 
@@ -244,7 +256,8 @@ def train(args: argparse.Namespace) -> dict:
         items = random.Random(args.seed).sample(items, min(args.max_questions, len(items)))
     t0 = time.perf_counter()
     negatives = hard_negatives(items) if args.negatives > 0 else {}
-    misses = near_misses(items) if args.near_misses > 0 else {}
+    miss_kind = answers_removed if args.near_miss_kind == "answer" else near_misses
+    misses = miss_kind(items) if args.near_misses > 0 else {}
     examples = training_windows(maker, items, negatives, args.negatives, rng, misses, args.near_misses)
     print(f"{len(items)} questions, {len(examples)} windows "
           f"({sum(1 for _, s, _ in examples if s == [0])} without an answer), "
@@ -440,6 +453,8 @@ def main() -> int:
     ap.add_argument("--near-misses", type=float, default=0.0,
                     help="share of questions also read with their own paragraph minus the answer's sentences, "
                     "target no answer (tried as a second stage: no gain, see the model card)")
+    ap.add_argument("--near-miss-kind", choices=("sentence", "answer"), default="sentence",
+                    help="what a near miss lacks: the sentences holding the answer, or only the answer's words")
     ap.add_argument("--init-from", type=Path, help="start from this saved state (a second stage) instead of the "
                     "bundled model")
     ap.add_argument("--train-embeddings", action="store_true",
@@ -496,6 +511,7 @@ def main() -> int:
         "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "layer_decay": args.layer_decay,
         "batch": args.batch,
         "negatives_share": args.negatives, "near_misses_share": args.near_misses,
+        "near_miss_kind": args.near_miss_kind,
         "train_embeddings": args.train_embeddings,
         "init_from": args.init_from.as_posix() if args.init_from else None, "bf16": args.bf16, "windows": run["windows"],
         "negative_windows": run["negatives"], "steps": run["steps"],
