@@ -451,8 +451,8 @@ def main() -> int:
                     help="bf16 autocast; auto: on when the CPU has bf16 units (AVX512-BF16 or AMX), where it "
                     "trains about 2x faster than fp32 (AMD EPYC, AVX512-BF16: 4.3 s against 9.4 s a batch of 32x256)")
     ap.add_argument("--near-misses", type=float, default=0.0,
-                    help="share of questions also read with their own paragraph minus the answer's sentences, "
-                    "target no answer (tried as a second stage: no gain, see the model card)")
+                    help="share of questions also read with a near miss of their own paragraph (--near-miss-kind), "
+                    "target no answer (both kinds tried as a second stage, see the model card)")
     ap.add_argument("--near-miss-kind", choices=("sentence", "answer"), default="sentence",
                     help="what a near miss lacks: the sentences holding the answer, or only the answer's words")
     ap.add_argument("--init-from", type=Path, help="start from this saved state (a second stage) instead of the "

@@ -38,6 +38,8 @@ def cut_answers(text: str, spans: list[tuple[int, int]], answers: list[str]) -> 
     rest = "".join(parts) + text[pos:]
     rest = re.sub(r"\(\s*\)", "", re.sub(r"[ \t]{2,}", " ", rest))
     rest = re.sub(r" +([,.;:])", r"\1", rest)
+    # A raw substring, not qa.eval.metrics.contains_answer's whole normalised tokens: stricter, so that
+    # no left-over "fleets" or "1901s" still answers a passage labelled as answering nothing.
     folded = rest.lower()
     if not rest.strip() or any(a.lower() in folded for a in answers):
         return None
