@@ -257,6 +257,13 @@ def test_squad_round_trip_uses_its_own_cached_corpus_and_index(tmp_path, monkeyp
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(results["modes"]) == ["hybrid-weighted"]
 
+    # a set from several articles is also scored leave-one-article-out, near misses included
+    code, stdout, err = run_eval_cli(capsys, "tiny-squad.json", "--format", "squad", "--calibrate",
+                                     "--calibration-out", "cal.json")
+    assert code == 0 and "leave one article out (2 articles)" in stdout, err
+    held = json.loads((tmp_path / "cal.json").read_text())["figures"]["leave_one_article_out"]
+    assert held["cut"] >= 1 and 0.0 <= held["abstains_cut"] <= 1.0
+
 
 def test_beir_scores_retrieval_only(tmp_path, capsys):
     folder = tmp_path / "beir-tiny"

@@ -314,17 +314,66 @@ def test_isotonic_map_pools_violators_and_keeps_order():
 def test_the_isotonic_map_needs_enough_questions(n, isotonic):
     from qa.eval.calibrate import fit
 
-    rng = np.random.default_rng(3)
-    rows = []
-    for i in range(n):
-        score = rng.normal(size=2)
-        feats = candidate_features(score * 3, np.zeros(2), np.array([0, 1]), np.zeros(2))
-        rows.append((feats, score + rng.normal(size=2) > 0.3, False))
-        rows.append((feats, np.array([False, False]), True))
-    cal = fit(rows, "r", "m", "test")
+    cal = fit(synthetic_rows(np.random.default_rng(3), n), "r", "m", "test")
     assert bool(cal.isotonic) is isotonic
     probs = [cal.probability(x) for x in np.linspace(-10, 10, 41)]
     assert probs == sorted(probs) and 0.0 < probs[0] < 0.5 < probs[-1] < 1.0
+
+
+def synthetic_rows(rng, n: int, cut: bool = False) -> list:
+    """Calibration rows of ``n`` questions: asked (a better score is more often right), asked with
+    the answer left out and, with ``cut``, with only the answer cut out (never right)."""
+    from qa.eval.calibrate import ASKED, CUT, LEFT_OUT
+
+    rows = []
+    for _ in range(n):
+        score = rng.normal(size=2)
+        feats = candidate_features(score * 3, np.zeros(2), np.array([0, 1]), np.zeros(2))
+        rows.append((feats, score + rng.normal(size=2) > 0.3, ASKED))
+        rows.append((feats - 2.0, np.array([False, False]), LEFT_OUT))
+        if cut:
+            rows.append((feats - 1.0, np.array([False, False]), CUT))
+    return rows
+
+
+@pytest.mark.unit
+def test_rows_asked_with_the_answer_cut_out_are_measured_not_fitted():
+    from qa.eval.calibrate import CUT, fit, leave_one_article_out
+
+    rows = synthetic_rows(np.random.default_rng(5), 60, cut=True)
+    assert fit(rows, "r", "m", "t") == fit([r for r in rows if r[2] != CUT], "r", "m", "t")
+    per_article = {"A": rows[:90], "B": rows[90:]}  # 3 rows a question
+    held = leave_one_article_out(per_article, "r", "m")
+    assert held["cut"] == 60 and held.keys() >= {"answered_right", "top_right", "ece", "abstains_left_out"}
+    for key in ("answered_right", "top_right", "ece", "abstains_left_out", "abstains_cut"):
+        assert 0.0 <= held[key] <= 1.0
+    # left-out rows score lowest, cut rows in between: the threshold catches more of the former
+    assert held["abstains_left_out"] >= held["abstains_cut"] > 0.0
+    assert held["answered_right"] <= held["top_right"]
+
+
+@pytest.mark.unit
+def test_answer_cut_removes_the_answer_from_the_passage_that_holds_it():
+    from qa.datatypes import Question
+    from qa.eval.calibrate import answer_cut
+
+    gold = "The fleet of 1588 was led by Admiral Howard. It returned in autumn."
+    other = "The crown paid for the ships."
+    hits = [Hit(0, _passage("d2", other, 0), 0.9, 0), Hit(1, _passage("d1", gold, 100), 0.8, 1)]
+    start = 100 + gold.index("Admiral Howard")
+    q = Question("q", "Who led the fleet?", ["Admiral Howard", "Howard"], doc="d1", spans=[(start, start + 14)])
+    cut = answer_cut(hits, q)
+    assert cut[0] is hits[0] and cut[1].passage.text == "The fleet of 1588 was led. It returned in autumn."
+    assert cut[1].passage.start == 100 and hits[1].passage.text == gold  # the hit itself is untouched
+    assert answer_cut(hits[:1], q) is None  # no hit holds the spans
+    named = Hit(2, _passage("d3", "Howard was at sea.", 0), 0.7, 2)
+    assert answer_cut([*hits, named], q) is None  # another hit still answers it
+    assert answer_cut(hits, Question("q", "Who?", ["Admiral Howard"], doc="d1")) is None  # spans unknown
+
+
+def _passage(doc: str, text: str, start: int) -> Passage:
+    return Passage(doc=doc, ordinal=0, start=start, end=start + len(text), line=1, text=text,
+                   sentences=((start, start + len(text)),))
 
 
 @pytest.mark.unit
