@@ -40,7 +40,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the reader alone: read each question with its gold paragraph, no retrieval")
     parser.add_argument("--calibrate", action="store_true",
                         help="fit the answer ranking, confidence and abstention threshold on this set (hybrid "
-                        "mode) and save them with the index")
+                        "mode) and save them with the index; a set from several articles (SQuAD) is also "
+                        "scored leave-one-article-out")
     parser.add_argument("--calibration-out", type=Path,
                         help="with --calibrate: write the calibration here instead of into the index")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
