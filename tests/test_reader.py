@@ -16,7 +16,7 @@ from qa.calibration import (FEATURES, ISOTONIC_CLIP, ISOTONIC_MIN, Calibration, 
 from qa.config import Settings
 from qa.load import file_sha256
 from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, load_reader
-from qa.reader_windows import WindowMaker, batch_arrays, best_spans, token_span
+from qa.reader_windows import SpanScore, WindowMaker, batch_arrays, best_span, best_spans, token_span
 from qa.datatypes import Hit, Passage, QAError
 
 
@@ -88,6 +88,15 @@ def test_best_spans_stay_inside_one_context_and_map_to_exact_text(maker):
         assert sp.end <= len(contexts[sp.item])
     best = spans[0]
     assert best.item == 0 and contexts[0][best.start : best.end] == "1,700 drones"
+
+
+@pytest.mark.unit
+def test_a_context_read_alone_answers_with_the_span_most_above_its_windows_no_answer():
+    # a long context is read in windows: one without the answer can still score its best span high
+    loud = SpanScore(item=0, start=0, end=5, score=9.0, null=8.5, window=0)
+    sure = SpanScore(item=0, start=40, end=45, score=7.0, null=1.0, window=1)
+    assert best_span([loud, sure]) is sure
+    assert best_span([loud]) is loud and best_span([]) is None
 
 
 @pytest.mark.unit

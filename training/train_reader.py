@@ -38,7 +38,7 @@ from qa.config import resolve_model  # noqa: E402
 from qa.cpu import cpu_flags, cpu_name, has_bf16  # noqa: E402
 from qa.eval.metrics import exact_match, token_f1  # noqa: E402
 from qa.eval.nearmiss import cut_answers  # noqa: E402
-from qa.reader_windows import Window, WindowMaker, batch_arrays, best_spans, token_span  # noqa: E402
+from qa.reader_windows import Window, WindowMaker, batch_arrays, best_span, best_spans, token_span  # noqa: E402
 from qa.split import sentence_spans  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
 from qa.terms import tokenize  # noqa: E402
@@ -335,8 +335,9 @@ def gold_paragraph_scores(maker: WindowMaker, items: list[dict], logits_fn) -> d
         s, e = logits_fn(windows)
         for j, it in enumerate(part):
             rows = [r for r, o in enumerate(owner) if o == j]
-            spans = best_spans([windows[r] for r in rows], s[rows], e[rows], per_window=1, texts=[it["context"]])
-            pred = it["context"][spans[0].start : spans[0].end] if spans else ""
+            best = best_span(best_spans([windows[r] for r in rows], s[rows], e[rows], per_window=1,
+                                        texts=[it["context"]]))
+            pred = it["context"][best.start : best.end] if best else ""
             ems.append(exact_match(pred, it["answers"]))
             f1s.append(token_f1(pred, it["answers"]))
     return {"questions": len(items), "em": round(float(np.mean(ems)), 4), "f1": round(float(np.mean(f1s)), 4)}

@@ -110,6 +110,7 @@ def run_given_gold(args: argparse.Namespace, settings: Settings, questions: list
     """The reader alone: each question read with its gold paragraph (SQuAD), span EM/F1 and latency."""
     from qa.eval.metrics import exact_match, mean, summarise_latency, token_f1
     from qa.reader import load_reader
+    from qa.reader_windows import best_span
 
     golds = [q for q in questions if q.answerable and q.doc and q.region]
     if not golds:
@@ -122,7 +123,8 @@ def run_given_gold(args: argparse.Namespace, settings: Settings, questions: list
             texts[q.doc] = (Path(settings.corpus) / q.doc).read_text(encoding="utf-8")
         context = texts[q.doc][q.region[0] : q.region[1]]
         spans, took = reader.read(q.question, [context], per_window=1)
-        prediction = context[spans[0].start : spans[0].end] if spans else ""
+        best = best_span(spans)
+        prediction = context[best.start : best.end] if best else ""
         ems.append(exact_match(prediction, q.answers))
         f1s.append(token_f1(prediction, q.answers))
         ms.append(took)
