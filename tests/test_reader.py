@@ -368,21 +368,16 @@ def test_answer_cut_removes_the_answer_from_the_passage_that_holds_it():
 
     gold = "The fleet of 1588 was led by Admiral Howard. It returned in autumn."
     other = "The crown paid for the ships."
-    hits = [Hit(0, _passage("d2", other, 0), 0.9, 0), Hit(1, _passage("d1", gold, 100), 0.8, 1)]
+    hits = [Hit(0, passage("d2", 0, other), 0.9, 0), Hit(1, passage("d1", 100, gold), 0.8, 1)]
     start = 100 + gold.index("Admiral Howard")
     q = Question("q", "Who led the fleet?", ["Admiral Howard", "Howard"], doc="d1", spans=[(start, start + 14)])
     cut = answer_cut(hits, q)
     assert cut[0] is hits[0] and cut[1].passage.text == "The fleet of 1588 was led. It returned in autumn."
     assert cut[1].passage.start == 100 and hits[1].passage.text == gold  # the hit itself is untouched
     assert answer_cut(hits[:1], q) is None  # no hit holds the spans
-    named = Hit(2, _passage("d3", "Howard was at sea.", 0), 0.7, 2)
+    named = Hit(2, passage("d3", 0, "Howard was at sea."), 0.7, 2)
     assert answer_cut([*hits, named], q) is None  # another hit still answers it
     assert answer_cut(hits, Question("q", "Who?", ["Admiral Howard"], doc="d1")) is None  # spans unknown
-
-
-def _passage(doc: str, text: str, start: int) -> Passage:
-    return Passage(doc=doc, ordinal=0, start=start, end=start + len(text), line=1, text=text,
-                   sentences=((start, start + len(text)),))
 
 
 @pytest.mark.unit

@@ -453,7 +453,7 @@ def main() -> int:
                     "trains about 2x faster than fp32 (AMD EPYC, AVX512-BF16: 4.3 s against 9.4 s a batch of 32x256)")
     ap.add_argument("--near-misses", type=float, default=0.0,
                     help="share of questions also read with a near miss of their own paragraph (--near-miss-kind), "
-                    "target no answer (both kinds tried as a second stage, see the model card)")
+                    "target no answer (tried as a second stage and, cut answers, in one run: see the model card)")
     ap.add_argument("--near-miss-kind", choices=("sentence", "answer"), default="sentence",
                     help="what a near miss lacks: the sentences holding the answer, or only the answer's words")
     ap.add_argument("--init-from", type=Path, help="start from this saved state (a second stage) instead of the "

@@ -196,6 +196,8 @@ def leave_one_article_out(rows: dict[str, list[Row]], reader: str, model: str) -
     the share of the questions asked as they are that are answered (threshold applied) and right,
     the share right at the top, the ECE of their confidence, and the share of those asked with
     their answer left out, or only cut out, that abstain."""
+    from qa.eval.metrics import mean
+
     asked, shown, abstains = [], [], {LEFT_OUT: [], CUT: []}
     for held in rows:
         cal = fit([r for a in rows if a != held for r in rows[a]], reader, model, "")
@@ -208,14 +210,10 @@ def leave_one_article_out(rows: dict[str, list[Row]], reader: str, model: str) -
                 shown.append((p, bool(right[best])))
             else:
                 abstains[kind].append(p < cal.threshold)
-    return {"answered_right": round(share(asked), 4), "top_right": round(share([r for _, r in shown]), 4),
+    return {"answered_right": round(mean(asked), 4), "top_right": round(mean([r for _, r in shown]), 4),
             "ece": round(reliability([p for p, _ in shown], [r for _, r in shown])["ece"], 4),
-            "abstains_left_out": round(share(abstains[LEFT_OUT]), 4), "abstains_cut": round(share(abstains[CUT]), 4),
+            "abstains_left_out": round(mean(abstains[LEFT_OUT]), 4), "abstains_cut": round(mean(abstains[CUT]), 4),
             "cut": len(abstains[CUT])}
-
-
-def share(flags: list[bool]) -> float:
-    return float(np.mean(flags)) if flags else 0.0
 
 
 def run_calibration(engine, questions: list[Question], settings: Settings, *, progress: bool = True) -> int:
