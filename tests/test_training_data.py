@@ -142,3 +142,46 @@ def test_answer_cut_near_misses_train_as_no_answer_windows():
     windows = tr.training_windows(maker, items[:1], {}, 0.0, random.Random(0), misses, 1.0)
     assert [w.item for w, _, _ in windows] == [0, 1]
     assert windows[0][1] != [0] and windows[1][1:] == ([0], [0])
+
+
+SWAP_CONTEXT = ("In 2019 Russia bought drones from Iran. Exports from China fell by 31 percent in 2021. "
+                "The Shahed factory stands in Alabuga. The Super Bowl 50 was held in Santa Clara.")
+
+
+def swap_span(answer: str) -> list[tuple[int, int]]:
+    start = SWAP_CONTEXT.index(answer)
+    return [(start, start + len(answer))]
+
+
+def test_a_name_of_the_question_is_swapped_for_one_its_answer_sentence_lacks():
+    from qa.eval.nearmiss import swap_name
+    from qa.split import sentence_spans
+
+    sentences = sentence_spans(SWAP_CONTEXT)
+    question = "What did Russia buy from Iran's factories?"
+    got = {swap_name(question, SWAP_CONTEXT, swap_span("drones"), sentences, random.Random(seed)) for seed in range(40)}
+    # a name (or a number, for a number) of another sentence: never one of the answer sentence, never
+    # part of a longer name ("Super Bowl 50", "Santa Clara"), never a sentence's first word ("Exports")
+    assert got == {"What did China buy from Iran's factories?", "What did Shahed buy from Iran's factories?",
+                   "What did Alabuga buy from Iran's factories?", "What did Russia buy from China's factories?",
+                   "What did Russia buy from Shahed's factories?", "What did Russia buy from Alabuga's factories?"}
+    numbers = {swap_name("How many drones did Iran sell in 2019?", SWAP_CONTEXT, swap_span("drones"), sentences,
+                         random.Random(seed)) for seed in range(40)}
+    assert "How many drones did Iran sell in 2021?" in numbers and not any("in China" in q for q in numbers)
+    # nothing to swap: the question names nothing of its answer sentence, or no other name is left
+    assert swap_name("What fell by 31 percent?", SWAP_CONTEXT, swap_span("Exports"), sentences, random.Random(0)) is None
+    assert swap_name("Where does Shahed build?", "Shahed builds in Alabuga.", [(18, 25)],
+                     sentence_spans("Shahed builds in Alabuga."), random.Random(0)) is None
+
+
+def test_swapped_questions_train_as_no_answer_windows_of_their_own_paragraph():
+    tr = train_reader()
+    maker = WindowMaker(resolve_model(""))
+    items = [item("q1", "1901", "The fleet sailed from Portsmouth to Malta in 1901. Its flagship was the Resolute.")]
+    items[0]["question"] = "When did the fleet sail from Portsmouth?"
+    swaps = tr.names_swapped(items, random.Random(0))
+    assert swaps == {"q1": "When did the fleet sail from Resolute?"}  # the only name its answer sentence lacks
+    windows = tr.training_windows(maker, items, {}, 0.0, random.Random(0), swaps=swaps, swap_share=1.0)
+    assert len(windows) == 2 and windows[0][1:] == ([0], [0]) and windows[1][1] != [0]
+    assert maker.tokenizer.decode(windows[0][0].ids).count("resolute") == 2  # asked of its own paragraph
+    assert tr.training_windows(maker, items, {}, 0.0, random.Random(0), swaps=swaps, swap_share=0.0) == windows[1:]

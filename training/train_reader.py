@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qa.config import resolve_model  # noqa: E402
 from qa.cpu import cpu_flags, cpu_name, has_bf16  # noqa: E402
 from qa.eval.metrics import exact_match, token_f1  # noqa: E402
-from qa.eval.nearmiss import cut_answers  # noqa: E402
+from qa.eval.nearmiss import cut_answers, swap_name  # noqa: E402
 from qa.reader_windows import Window, WindowMaker, batch_arrays, best_span, best_spans, token_span  # noqa: E402
 from qa.split import sentence_spans  # noqa: E402
 from qa.splits import CALIBRATE, FIT  # noqa: E402
@@ -149,13 +149,29 @@ def answers_removed(items: list[dict]) -> dict[str, str]:
     return out
 
 
-def training_windows(maker: WindowMaker, items: list[dict], negatives: dict[str, str], neg_share: float,
-                     rng: random.Random, misses: dict[str, str] | None = None, miss_share: float = 0.0
-                     ) -> list[tuple[Window, list[int], list[int]]]:
-    """(window, gold start positions, gold end positions); [0], [0] means no answer."""
-    out = []
-    misses = misses or {}
+def names_swapped(items: list[dict], rng: random.Random) -> dict[str, str]:
+    """For each question id: the question with one of its names swapped for another name of its
+    paragraph that its answer sentences lack (:func:`qa.eval.nearmiss.swap_name`; SQuAD 2.0's
+    "entity swap" unanswerable questions, made by rule), when there is one."""
+    out = {}
     for it in items:
+        swapped = swap_name(it["question"], it["context"], it["spans"], sentence_spans(it["context"]), rng)
+        if swapped is not None:
+            out[it["id"]] = swapped
+    return out
+
+
+def training_windows(maker: WindowMaker, items: list[dict], negatives: dict[str, str], neg_share: float,
+                     rng: random.Random, misses: dict[str, str] | None = None, miss_share: float = 0.0,
+                     swaps: dict[str, str] | None = None, swap_share: float = 0.0,
+                     ) -> list[tuple[Window, list[int], list[int]]]:
+    """(window, gold start positions, gold end positions); [0], [0] means no answer. ``swaps``: a
+    question with a name swapped, read with the question's own paragraph, answers nothing there."""
+    out = []
+    misses, swaps = misses or {}, swaps or {}
+    for it in items:
+        if it["id"] in swaps and rng.random() < swap_share:
+            out.append((maker.make_windows(swaps[it["id"]], [it["context"]])[0], [0], [0]))
         contexts = [it["context"]]
         use_neg = it["id"] in negatives and rng.random() < neg_share
         if use_neg:
@@ -258,7 +274,9 @@ def train(args: argparse.Namespace) -> dict:
     negatives = hard_negatives(items) if args.negatives > 0 else {}
     miss_kind = answers_removed if args.near_miss_kind == "answer" else near_misses
     misses = miss_kind(items) if args.near_misses > 0 else {}
-    examples = training_windows(maker, items, negatives, args.negatives, rng, misses, args.near_misses)
+    swaps = names_swapped(items, random.Random(args.seed)) if args.swapped_names > 0 else {}
+    examples = training_windows(maker, items, negatives, args.negatives, rng, misses, args.near_misses,
+                                swaps, args.swapped_names)
     print(f"{len(items)} questions, {len(examples)} windows "
           f"({sum(1 for _, s, _ in examples if s == [0])} without an answer), "
           f"data in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -456,6 +474,9 @@ def main() -> int:
                     "target no answer (tried as a second stage and, cut answers, in one run: see the model card)")
     ap.add_argument("--near-miss-kind", choices=("sentence", "answer"), default="sentence",
                     help="what a near miss lacks: the sentences holding the answer, or only the answer's words")
+    ap.add_argument("--swapped-names", type=float, default=0.0,
+                    help="share of questions also read, with a name swapped for another of their paragraph, "
+                    "against their own paragraph, target no answer (see qa.eval.nearmiss.swap_name)")
     ap.add_argument("--init-from", type=Path, help="start from this saved state (a second stage) instead of the "
                     "bundled model")
     ap.add_argument("--train-embeddings", action="store_true",
@@ -512,7 +533,7 @@ def main() -> int:
         "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "layer_decay": args.layer_decay,
         "batch": args.batch,
         "negatives_share": args.negatives, "near_misses_share": args.near_misses,
-        "near_miss_kind": args.near_miss_kind,
+        "near_miss_kind": args.near_miss_kind, "swapped_names_share": args.swapped_names,
         "train_embeddings": args.train_embeddings,
         "init_from": args.init_from.as_posix() if args.init_from else None, "bf16": args.bf16, "windows": run["windows"],
         "negative_windows": run["negatives"], "steps": run["steps"],
