@@ -15,6 +15,7 @@ SQuAD 2.0 were written by hand (``train_reader.py --swapped-names``).
 
 from __future__ import annotations
 
+import random
 import re
 
 # A word that leads into an answer span ("in 1998", "by the Normans") goes with it, so that what
@@ -75,7 +76,7 @@ def _standalone_names(text: str) -> list[tuple[int, int, str]]:
 
 
 def swap_name(question: str, text: str, spans: list[tuple[int, int]], sentences: list[tuple[int, int]],
-              rng) -> str | None:
+              rng: random.Random) -> str | None:
     """The question with one of its names (or numbers) swapped for another of the same kind from
     the paragraph ``text``: the paragraph is then on the question's topic and names both, but its
     answer sentences (``sentences`` holding the gold ``spans``) speak of the first — "What share of
