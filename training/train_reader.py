@@ -153,9 +153,11 @@ def names_swapped(items: list[dict], rng: random.Random) -> dict[str, str]:
     """For each question id: the question with one of its names swapped for another name of its
     paragraph that its answer sentences lack (:func:`qa.eval.nearmiss.swap_name`; SQuAD 2.0's
     "entity swap" unanswerable questions, made by rule), when there is one."""
-    out = {}
+    out, sentences = {}, {}
     for it in items:
-        swapped = swap_name(it["question"], it["context"], it["spans"], sentence_spans(it["context"]), rng)
+        if it["para"] not in sentences:  # a paragraph has five questions or so: split it once
+            sentences[it["para"]] = sentence_spans(it["context"])
+        swapped = swap_name(it["question"], it["context"], it["spans"], sentences[it["para"]], rng)
         if swapped is not None:
             out[it["id"]] = swapped
     return out

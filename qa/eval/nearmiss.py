@@ -57,7 +57,9 @@ _NAME = re.compile(r"\b[A-Z][\w'’-]*[\w]|\b\d[\d,.]*\d\b|\b\d\b")
 def _standalone_names(text: str) -> list[tuple[int, int, str]]:
     """The single-word names and numbers of ``text`` (start, end, word), possessive "'s" dropped:
     capitalised words not at a sentence start, and numbers, next to no other such word (a part
-    of "Super Bowl 50" is no name to swap on its own)."""
+    of "Super Bowl 50" is no name to swap on its own). Unlike :func:`qa.calibration.specific_terms`,
+    which lists what a question asks about, this needs each word's place to replace it, and skips
+    every sentence's first word, as a paragraph has many."""
     found = []
     for m in _NAME.finditer(text):
         before = text[: m.start()].rstrip()
