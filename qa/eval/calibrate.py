@@ -38,6 +38,7 @@ from qa.calibration import (CALIBRATION_FILE, FEATURES, ISOTONIC_MIN, RIGHT_F1, 
                             fit_logistic, fit_platt, neutral, reliability)
 from qa.config import SAVED_SETTINGS_FILE, Settings
 from qa.datatypes import QAError, Question
+from qa.eval.metrics import abstention_prf, contains_answer, mean, token_f1
 from qa.eval.run import evaluate
 from qa.progress import progress as progress_bar
 
@@ -55,7 +56,6 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
     """One row per asked question (see :data:`Row`); ``cut``: also ask each question whose
     answer spans are known with only the answer cut out (:func:`answer_cut`)."""
     from qa.answer import reader_candidates
-    from qa.eval.metrics import token_f1
     from qa.pipeline import ask
 
     unfitted = neutral(engine.calibration.reader, engine.calibration.model)
@@ -87,7 +87,6 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
 def answer_cut(hits: list, q: Question) -> list | None:
     """``hits`` with the question's answer spans cut out of the first hit that holds them; None
     when no hit holds them, another hit contains an accepted answer, or the cut leaves one."""
-    from qa.eval.metrics import contains_answer
     from qa.eval.nearmiss import cut_answers
 
     at = None
@@ -112,8 +111,6 @@ def answer_cut(hits: list, q: Question) -> list | None:
 def holds_answer(p, q: Question) -> bool:
     """Whether passage ``p`` overlaps the question's gold region (the gold document when no
     region is known) or contains an accepted answer."""
-    from qa.eval.metrics import contains_answer
-
     if p.doc == q.doc and (q.region is None or (p.start < q.region[1] and p.end > q.region[0])):
         return True
     return contains_answer(p.text, q.answers)
@@ -196,8 +193,6 @@ def leave_one_article_out(rows: dict[str, list[Row]], reader: str, model: str) -
     the share of the questions asked as they are that are answered (threshold applied) and right,
     the share right at the top, the ECE of their confidence, and the share of those asked with
     their answer left out, or only cut out, that abstain."""
-    from qa.eval.metrics import mean
-
     asked, shown, abstains = [], [], {LEFT_OUT: [], CUT: []}
     for held in rows:
         cal = fit([r for a in rows if a != held for r in rows[a]], reader, model, "")
@@ -218,8 +213,6 @@ def leave_one_article_out(rows: dict[str, list[Row]], reader: str, model: str) -
 
 def run_calibration(engine, questions: list[Question], settings: Settings, *, progress: bool = True) -> int:
     """Choose the abstention threshold on ``questions`` (hybrid mode), print it and save it with the index."""
-    from qa.eval.metrics import contains_answer
-
     if not any(q.answerable for q in questions):
         raise QAError("--calibrate needs answerable questions in the set")
     from qa.pipeline import threshold
@@ -252,8 +245,6 @@ def sweep_point(t: float, scores: list[float], correct: list[bool], unanswerable
 
     A question is answered when its top answer's score (at threshold 0) is at least ``t``.
     """
-    from qa.eval.metrics import abstention_prf
-
     answered = [s >= t and s >= 0 for s in scores]
     n_answerable = sum(1 for u in unanswerable if not u)
     accuracy = sum(1 for a, c, u in zip(answered, correct, unanswerable) if a and c and not u)
