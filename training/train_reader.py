@@ -261,6 +261,22 @@ def gold_loss(logits, golds: list[list[int]]):
     return (torch.logsumexp(logits, dim=-1) - gold).mean()
 
 
+def fit_articles(fold: str | None) -> tuple[str, ...]:
+    """The articles trained on: all ``fit`` articles, or with ``fold`` "I/N" those outside the I-th of
+    N interleaved folds (``FIT[I::N]`` left out), for a reader whose only use is to score the left-out
+    articles' questions as if new (cross-fitted calibration: ``qa eval --calibrate --cross-fit``)."""
+    if not fold:
+        return FIT
+    try:
+        i, n = (int(x) for x in fold.split("/"))
+    except ValueError:
+        raise SystemExit(f"error: --fold must be I/N, e.g. 0/2, not {fold!r}") from None
+    if not 0 <= i < n <= len(FIT) // 2:
+        raise SystemExit(f"error: --fold {fold}: need 0 <= I < N <= {len(FIT) // 2}")
+    left_out = set(FIT[i::n])
+    return tuple(t for t in FIT if t not in left_out)
+
+
 def train(args: argparse.Namespace) -> dict:
     import torch
 
@@ -269,7 +285,7 @@ def train(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     model_dir = resolve_model("")
     maker = WindowMaker(model_dir)
-    items = squad_items(args.squad, FIT)
+    items = squad_items(args.squad, fit_articles(args.fold))
     if args.max_questions:
         items = random.Random(args.seed).sample(items, min(args.max_questions, len(items)))
     t0 = time.perf_counter()
@@ -479,6 +495,8 @@ def main() -> int:
     ap.add_argument("--swapped-names", type=float, default=0.0,
                     help="share of questions also read, with a name swapped for another of their paragraph, "
                     "against their own paragraph, target no answer (see qa.eval.nearmiss.swap_name)")
+    ap.add_argument("--fold", metavar="I/N", help="train on the fit articles outside the I-th of N folds only (a "
+                    "cross-fitting reader for qa eval --calibrate --cross-fit; the articles go in training.json)")
     ap.add_argument("--init-from", type=Path, help="start from this saved state (a second stage) instead of the "
                     "bundled model")
     ap.add_argument("--train-embeddings", action="store_true",
@@ -492,6 +510,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.max_questions, args.epochs = 64, 1
+    fit_articles(args.fold)  # a malformed --fold fails here, not after the data is made
     args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and has_bf16(cpu_flags()))
     if args.max_questions is None:
         args.max_questions = default_questions(args.bf16)
@@ -531,8 +550,10 @@ def main() -> int:
     record = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "base": args.base, "base_model": DESCRIPTIONS[args.base],
-        "data": f"SQuAD v1.1 dev, fit articles ({len(FIT)}): {run['items']} questions",
-        "split": "qa/splits.py", "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "layer_decay": args.layer_decay,
+        "data": f"SQuAD v1.1 dev, fit articles{f' outside fold {args.fold}' if args.fold else ''} "
+                f"({len(fit_articles(args.fold))}): {run['items']} questions",
+        "split": "qa/splits.py", "fold": args.fold, "articles": list(fit_articles(args.fold)),
+        "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "layer_decay": args.layer_decay,
         "batch": args.batch,
         "negatives_share": args.negatives, "near_misses_share": args.near_misses,
         "near_miss_kind": args.near_miss_kind, "swapped_names_share": args.swapped_names,
