@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -263,6 +264,48 @@ def test_squad_round_trip_uses_its_own_cached_corpus_and_index(tmp_path, monkeyp
     assert code == 0 and "leave one article out (2 articles)" in stdout, err
     held = json.loads((tmp_path / "cal.json").read_text())["figures"]["leave_one_article_out"]
     assert held["cut"] >= 1 and 0.0 <= held["abstains_cut"] <= 1.0
+
+
+def reader_copy(folder: Path, articles: list[str]) -> Path:
+    """The shipped reader in ``folder``, its training.json saying it trained on ``articles``."""
+    from qa.reader import DEFAULT_DIR
+
+    folder.mkdir()
+    for f in DEFAULT_DIR.iterdir():
+        if f.is_file() and f.name != "training.json":
+            (folder / f.name).symlink_to(f)
+    (folder / "training.json").write_text(json.dumps({"split": "qa/splits.py", "articles": articles}))
+    return folder
+
+
+def test_cross_fitting_scores_each_article_with_a_reader_that_never_trained_on_it(tmp_path, monkeypatch, capsys):
+    from qa.eval.calibrate import trained_articles
+    from qa.reader import DEFAULT_DIR, expected_sha256
+    from qa.splits import FIT
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-squad.json").write_text(json.dumps(SQUAD), encoding="utf-8")
+    assert trained_articles(DEFAULT_DIR) == frozenset(FIT)  # recorded before the list was: the split's fit articles
+    main_reader = reader_copy(tmp_path / "main", ["Eiffel_Tower"])
+    fold = reader_copy(tmp_path / "fold", ["Honey_bee"])
+    args = ["tiny-squad.json", "--format", "squad", "--calibrate", "--reader", main_reader]
+    code, stdout, err = run_eval_cli(capsys, *args, "--calibration-out", "cal.json", "--cross-fit", fold)
+    assert code == 0 and "leave one article out (2 articles)" in stdout, err
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    assert cal["reader"] == expected_sha256(main_reader)  # fitted for the reader itself, with a fold's help
+    assert cal["figures"]["cross_fit"] == {expected_sha256(fold): ["Eiffel_Tower"]}
+    assert "1 of 2 articles scored by cross-fitting readers" in cal["fitted_on"]
+
+    # a question set whose article every reader trained on, an unknown recipe, or no --calibrate: one line each
+    both = reader_copy(tmp_path / "both", ["Eiffel_Tower", "Honey_bee"])
+    code, _, err = run_eval_cli(capsys, *args, "--calibration-out", "x.json", "--cross-fit", both)
+    assert code == 2 and "every reader given trained on the article 'Eiffel_Tower'" in err
+    (both / "training.json").write_text("{}")
+    code, _, err = run_eval_cli(capsys, *args, "--calibration-out", "x.json", "--cross-fit", both)
+    assert code == 2 and "does not say which articles that reader trained on" in err
+    code, _, err = run_eval_cli(capsys, "tiny-squad.json", "--format", "squad", "--cross-fit", fold)
+    assert code == 2 and "--cross-fit goes with --calibrate" in err
+    assert not (tmp_path / "x.json").exists() and "Traceback" not in err
 
 
 def test_beir_scores_retrieval_only(tmp_path, capsys):

@@ -185,3 +185,16 @@ def test_swapped_questions_train_as_no_answer_windows_of_their_own_paragraph():
     assert len(windows) == 2 and windows[0][1:] == ([0], [0]) and windows[1][1] != [0]
     assert maker.tokenizer.decode(windows[0][0].ids).count("resolute") == 2  # asked of its own paragraph
     assert tr.training_windows(maker, items, {}, 0.0, random.Random(0), swaps=swaps, swap_share=0.0) == windows[1:]
+
+
+def test_folds_leave_out_interleaved_fit_articles_that_together_cover_them_all():
+    from qa.splits import FIT
+
+    tr = train_reader()
+    assert tr.fit_articles(None) == FIT
+    halves = [tr.fit_articles(f"{i}/2") for i in range(2)]
+    assert set(halves[0]).isdisjoint(halves[1]) and set(halves[0]) | set(halves[1]) == set(FIT)
+    assert halves[0] == FIT[1::2] and len(tr.fit_articles("1/4")) == len(FIT) - len(FIT[1::4])
+    for bad in ("2/2", "1", "a/b", "0/11"):
+        with pytest.raises(SystemExit, match="--fold"):
+            tr.fit_articles(bad)

@@ -23,6 +23,12 @@ where the sentence the question was written from is there without its answer. Th
 measured, never fitted on (fitting the threshold on them too cost the shipped reader 0.6 points
 of answered-right and raised ECE 0.033 -> 0.040 for 5.8 more points of abstention on them, AMD
 EPYC, 2026-12-04).
+
+**Cross-fitting** (``--cross-fit DIR ...``): the articles the reader trained on can be fitted on
+too, each scored by a reader of the same recipe that did not train on it (``train_reader.py
+--fold I/N``), as scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` fits its map on
+cross-validated scores and applies it to the model trained on everything. Every article is then
+scored as new, by the shipped reader or a fold's, and the map is fitted on all of them.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from qa.datatypes import QAError, Question
 from qa.eval.metrics import abstention_prf, contains_answer, mean, token_f1
 from qa.eval.run import evaluate
 from qa.progress import progress as progress_bar
+from qa.splits import FIT
 
 MISSING = FEATURES.index("missing")
 LOOKAHEAD = 30  # ranked hits fetched, so that enough remain after dropping those that hold the answer
@@ -149,24 +156,78 @@ def fit(rows: list[Row], reader: str, model: str, fitted_on: str) -> Calibration
     return cal
 
 
+def trained_articles(folder: Path) -> frozenset[str] | None:
+    """The SQuAD articles the reader in ``folder`` trained on, from its ``training.json`` (a reader
+    trained before the list was recorded there: the ``fit`` articles of its split); None when unknown."""
+    try:
+        record = json.loads((Path(folder) / "training.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if isinstance(record.get("articles"), list):
+        return frozenset(map(str, record["articles"]))
+    return frozenset(FIT) if record.get("split") == "qa/splits.py" else None
+
+
+def scorers(engine, articles: list[str], cross_fit: list[Path]) -> dict[str, object]:
+    """For each article, the engine to score its questions with: the given one when its reader did
+    not train on the article, else one with a ``cross_fit`` reader that did not (QAError when none)."""
+    from qa.reader import load_reader
+
+    own = trained_articles(engine.reader.folder)
+    if own is None:
+        raise QAError(f"--cross-fit: {engine.reader.folder}/training.json does not say which articles the reader "
+                      "trained on")
+    folds = []
+    for folder in cross_fit:
+        seen = trained_articles(folder)
+        if seen is None:
+            raise QAError(f"--cross-fit: {folder}/training.json does not say which articles that reader trained on")
+        folds.append((seen, dataclasses.replace(engine, reader=load_reader(folder, engine.settings.model_path))))
+    chosen = {}
+    for a in articles:
+        if a not in own:
+            chosen[a] = engine
+            continue
+        fresh = [e for seen, e in folds if a not in seen]
+        if not fresh:
+            raise QAError(f"--cross-fit: every reader given trained on the article '{a}'")
+        chosen[a] = fresh[0]
+    return chosen
+
+
 def run_reader_calibration(engine, questions: list[Question], settings: Settings, *, progress: bool = True,
-                           out: Path | None = None) -> int:
-    """Fit on ``questions`` (hybrid mode), print what was fitted and save it with the index (or to ``out``)."""
+                           out: Path | None = None, cross_fit: list[Path] | None = None) -> int:
+    """Fit on ``questions`` (hybrid mode), print what was fitted and save it with the index (or to ``out``).
+    ``cross_fit``: readers of the same recipe trained on parts of the data, which score the
+    articles the reader itself trained on (see the module's docstring)."""
     from qa.pipeline import index_model
 
     s = settings.replace(mode="hybrid", answerer="reader", threshold=0.0, max_answers=1)
     reader, model = engine.reader.identity, index_model(engine.index)
     articles = sorted({q.article for q in questions if q.article is not None and q.answerable})
+    if cross_fit and (len(articles) < 2 or any(q.article is None for q in questions if q.answerable)):
+        raise QAError("--cross-fit needs a set whose questions all come from named articles (SQuAD)")
+    by_engine = scorers(engine, articles, cross_fit) if cross_fit else {a: engine for a in articles}
     by_article = {}
     if len(articles) >= 2:
-        by_article = {a: collect(engine, [q for q in questions if q.article == a], s, progress=progress, cut=True)
-                      for a in articles}
+        by_article = {a: collect(by_engine[a], [q for q in questions if q.article == a], s, progress=progress,
+                                 cut=True) for a in articles}
         rows = [r for a in articles for r in by_article[a]]
         rest = [q for q in questions if q.article not in by_article]
         rows += collect(engine, rest, s, progress=progress) if rest else []
     else:
         rows = collect(engine, questions, s, progress=progress)
-    cal = fit(rows, reader, model, f"{len(questions)} questions, hybrid ({s.fusion}), k {s.k}, read {s.read}")
+    crossed: dict[str, list[str]] = {}  # cross-fitting reader's checksum: the articles it scored
+    for a in articles:
+        if by_engine[a] is not engine:
+            crossed.setdefault(by_engine[a].reader.identity, []).append(a)
+    cal = fit(rows, reader, model, f"{len(questions)} questions, hybrid ({s.fusion}), k {s.k}, read {s.read}"
+              + (f"; {sum(map(len, crossed.values()))} of {len(articles)} articles scored by cross-fitting readers"
+                 if crossed else ""))
+    if crossed:
+        cal.figures["cross_fit"] = crossed
     if by_article:
         cal.figures["leave_one_article_out"] = held = leave_one_article_out(by_article, reader, model)
     path = Path(out) if out is not None else engine.index.folder / CALIBRATION_FILE  # lives with the generation

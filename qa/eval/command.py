@@ -44,6 +44,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         raise QAError("--limit must be at least 1")
     if args.calibrate and args.out is not None:
         raise QAError("--calibrate does not write a report: run it without --out, then evaluate")
+    if args.cross_fit and not (args.calibrate and settings.answerer == "reader"):
+        raise QAError("--cross-fit goes with --calibrate, for the reader")
     if args.calibrate and args.format == "beir":
         raise QAError("--calibrate needs questions with answers; BEIR sets have none")
     out = check_out(args.out) if args.out is not None else None
@@ -82,7 +84,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         from qa.eval.calibrate import run_reader_calibration
 
         return run_reader_calibration(engine, questions, settings, progress=not args.quiet,
-                                      out=args.calibration_out)
+                                      out=args.calibration_out, cross_fit=args.cross_fit)
 
     runs = [(m, a) for m in modes for a in answerers]
     outcomes = evaluate(engine, questions, runs, settings, answers=args.format != "beir", progress=not args.quiet)

@@ -44,6 +44,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         "scored leave-one-article-out")
     parser.add_argument("--calibration-out", type=Path,
                         help="with --calibrate: write the calibration here instead of into the index")
+    parser.add_argument("--cross-fit", type=Path, nargs="+", metavar="DIR",
+                        help="with --calibrate: readers of the same recipe trained on part of the articles "
+                        "(train_reader.py --fold I/N); each article the reader trained on is scored by one "
+                        "that did not, so those articles are fitted on too")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
