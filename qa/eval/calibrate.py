@@ -156,15 +156,24 @@ def fit(rows: list[Row], reader: str, model: str, fitted_on: str) -> Calibration
     return cal
 
 
-def trained_articles(folder: Path) -> frozenset[str] | None:
-    """The SQuAD articles the reader in ``folder`` trained on, from its ``training.json`` (a reader
-    trained before the list was recorded there: the ``fit`` articles of its split); None when unknown."""
+# training.json settings a cross-fitting reader shares with the reader it stands in for
+RECIPE = ("base", "epochs", "lr", "layer_decay", "batch", "negatives_share", "near_misses_share", "near_miss_kind",
+          "swapped_names_share", "train_embeddings", "init_from", "seed", "bf16")
+
+
+def training_record(folder: Path) -> dict:
+    """The reader's ``training.json`` ({} when missing or unreadable)."""
     try:
         record = json.loads((Path(folder) / "training.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
-        return None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def trained_articles(folder: Path) -> frozenset[str] | None:
+    """The SQuAD articles the reader in ``folder`` trained on, from its ``training.json`` (a reader
+    trained before the list was recorded there: the ``fit`` articles of its split); None when unknown."""
+    record = training_record(folder)
     if isinstance(record.get("articles"), list):
         return frozenset(map(str, record["articles"]))
     return frozenset(FIT) if record.get("split") == "qa/splits.py" else None
@@ -179,11 +188,18 @@ def scorers(engine, articles: list[str], cross_fit: list[Path]) -> dict[str, obj
     if own is None:
         raise QAError(f"--cross-fit: {engine.reader.folder}/training.json does not say which articles the reader "
                       "trained on")
+    recipe = training_record(engine.reader.folder)
     folds = []
     for folder in cross_fit:
         seen = trained_articles(folder)
         if seen is None:
             raise QAError(f"--cross-fit: {folder}/training.json does not say which articles that reader trained on")
+        other = training_record(folder)
+        differ = [k for k in RECIPE if k in recipe and k in other and recipe[k] != other[k]]
+        if differ:
+            print(f"warning: --cross-fit {folder} was trained with other settings than the reader "
+                  f"({', '.join(f'{k} {other[k]} against {recipe[k]}' for k in differ)}): its scores may not "
+                  "stand for the reader's", file=sys.stderr)
         folds.append((seen, dataclasses.replace(engine, reader=load_reader(folder, engine.settings.model_path))))
     chosen = {}
     for a in articles:
