@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 
 from qa.calibration import missing_terms, specific_terms
+from qa.capitals import metonym
 from qa.datatypes import Abstention, Answer, Citation
 from qa.index import Index
 from qa.present import quote_location
@@ -27,17 +28,18 @@ def unmentioned(question: str, index: Index) -> list[str]:
     """The names, codes and numbers of ``question`` that no passage of ``index`` mentions.
 
     A name counts as mentioned when any of its terms is in the index, or a term of the same
-    stem ("China" by "Chinese", as :func:`qa.calibration.missing_terms` judges)."""
+    stem ("China" by "Chinese", as :func:`qa.calibration.missing_terms` judges), or its country
+    for a capital and the other way round ("Moscow" by "Russia", :mod:`qa.capitals`)."""
     vocab = index.bm25.vocab
-    out = []
-    for name in specific_terms(question):
-        terms = tokenize(name)
-        if not terms or any(t in vocab for t in terms):
-            continue
-        if not any(c.isdigit() for c in name) and not missing_terms([name], " ".join(_stem_neighbours(vocab, name))):
-            continue
-        out.append(name)
-    return out
+    return [name for name in specific_terms(question)
+            if not _in_index(name, vocab) and not ((other := metonym(name)) and _in_index(other, vocab))]
+
+
+def _in_index(name: str, vocab: dict[str, int]) -> bool:
+    terms = tokenize(name)
+    if not terms or any(t in vocab for t in terms):
+        return True
+    return not any(c.isdigit() for c in name) and not missing_terms([name], " ".join(_stem_neighbours(vocab, name)))
 
 
 def _stem_neighbours(vocab: dict[str, int], name: str) -> list[str]:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qa.capitals import metonym
 from qa.datatypes import QAError
 
 FEATURES = ("score", "margin", "share", "rank", "missing")
@@ -171,20 +172,22 @@ def specific_terms(question: str) -> list[str]:
 def missing_terms(terms: list[str], text: str) -> list[str]:
     """The terms ``text`` does not mention. A word counts as mentioned by a word of the same stem:
     the two share their first letters, at least four and all but two of the shorter word's
-    ("Iran" and "Iranian", "China" and "Chinese", "Russia" and "Russian"). Codes and numbers
-    must appear as they are."""
+    ("Iran" and "Iranian", "China" and "Chinese", "Russia" and "Russian"), and a capital by its
+    country and the other way round ("Moscow" by "Russian", :mod:`qa.capitals`). Codes and
+    numbers must appear as they are."""
     lower = text.lower()
     words = set(re.findall(r"[\w-]+", lower))
-    out = []
-    for term in terms:
-        t = term.lower()
-        if any(c.isdigit() for c in t) or len(t) < 4:
-            found = re.search(rf"(?<![\w]){re.escape(t)}(?![\d])", lower) is not None
-        else:
-            found = any(_same_stem(t, w) for w in words)
-        if not found:
-            out.append(term)
-    return out
+    return [term for term in terms
+            if not _mentions(term.lower(), lower, words)
+            and not ((other := metonym(term)) and _mentions(other, lower, words))]
+
+
+def _mentions(t: str, lower: str, words: set[str]) -> bool:
+    if " " in t:  # a country of several words, as a phrase
+        return re.search(rf"(?<!\w){re.escape(t)}(?!\w)", lower) is not None
+    if any(c.isdigit() for c in t) or len(t) < 4:
+        return re.search(rf"(?<![\w]){re.escape(t)}(?![\d])", lower) is not None
+    return any(_same_stem(t, w) for w in words)
 
 
 def _same_stem(a: str, b: str) -> bool:

@@ -30,6 +30,8 @@ def index(tmp_path_factory):
     ("What is the capital of France?", ["France"]),
     ("How many drones did Russia buy in 2031?", ["2031"]),
     ("What does the Chinese government think?", []),  # "China" is mentioned: the same stem
+    ("What did Ankara buy from Caracas?", []),  # capitals of countries the documents name (Turkey, Venezuela)
+    ("What did Hanoi buy from Beijing?", ["Hanoi"]),  # China is named, Vietnam is not
     ("What is SEPAM?", []),
     ("how many drones?", []),  # names nothing
 ])
