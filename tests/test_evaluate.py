@@ -279,7 +279,7 @@ def reader_copy(folder: Path, articles: list[str]) -> Path:
 
 
 def test_cross_fitting_scores_each_article_with_a_reader_that_never_trained_on_it(tmp_path, monkeypatch, capsys):
-    from qa.eval.calibrate import trained_articles
+    from qa.eval.crossfit import trained_articles
     from qa.reader import DEFAULT_DIR, expected_sha256
     from qa.splits import FIT
 

@@ -24,11 +24,7 @@ measured, never fitted on (fitting the threshold on them too cost the shipped re
 of answered-right and raised ECE 0.033 -> 0.040 for 5.8 more points of abstention on them, AMD
 EPYC, 2026-12-04).
 
-**Cross-fitting** (``--cross-fit DIR ...``): the articles the reader trained on can be fitted on
-too, each scored by a reader of the same recipe that did not train on it (``train_reader.py
---fold I/N``), as scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` fits its map on
-cross-validated scores and applies it to the model trained on everything. Every article is then
-scored as new, by the shipped reader or a fold's, and the map is fitted on all of them.
+With ``--cross-fit`` the articles the reader trained on are fitted on too (:mod:`qa.eval.crossfit`).
 """
 
 from __future__ import annotations
@@ -47,7 +43,6 @@ from qa.datatypes import QAError, Question
 from qa.eval.metrics import abstention_prf, contains_answer, mean, token_f1
 from qa.eval.run import evaluate
 from qa.progress import progress as progress_bar
-from qa.splits import FIT
 
 MISSING = FEATURES.index("missing")
 LOOKAHEAD = 30  # ranked hits fetched, so that enough remain after dropping those that hold the answer
@@ -156,68 +151,12 @@ def fit(rows: list[Row], reader: str, model: str, fitted_on: str) -> Calibration
     return cal
 
 
-# training.json settings a cross-fitting reader shares with the reader it stands in for
-RECIPE = ("base", "epochs", "lr", "layer_decay", "batch", "negatives_share", "near_misses_share", "near_miss_kind",
-          "swapped_names_share", "train_embeddings", "init_from", "seed", "bf16")
-
-
-def training_record(folder: Path) -> dict:
-    """The reader's ``training.json`` ({} when missing or unreadable)."""
-    try:
-        record = json.loads((Path(folder) / "training.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def trained_articles(folder: Path) -> frozenset[str] | None:
-    """The SQuAD articles the reader in ``folder`` trained on, from its ``training.json`` (a reader
-    trained before the list was recorded there: the ``fit`` articles of its split); None when unknown."""
-    record = training_record(folder)
-    if isinstance(record.get("articles"), list):
-        return frozenset(map(str, record["articles"]))
-    return frozenset(FIT) if record.get("split") == "qa/splits.py" else None
-
-
-def scorers(engine, articles: list[str], cross_fit: list[Path]) -> dict[str, object]:
-    """For each article, the engine to score its questions with: the given one when its reader did
-    not train on the article, else one with a ``cross_fit`` reader that did not (QAError when none)."""
-    from qa.reader import load_reader
-
-    own = trained_articles(engine.reader.folder)
-    if own is None:
-        raise QAError(f"--cross-fit: {engine.reader.folder}/training.json does not say which articles the reader "
-                      "trained on")
-    recipe = training_record(engine.reader.folder)
-    folds = []
-    for folder in cross_fit:
-        seen = trained_articles(folder)
-        if seen is None:
-            raise QAError(f"--cross-fit: {folder}/training.json does not say which articles that reader trained on")
-        other = training_record(folder)
-        differ = [k for k in RECIPE if k in recipe and k in other and recipe[k] != other[k]]
-        if differ:
-            print(f"warning: --cross-fit {folder} was trained with other settings than the reader "
-                  f"({', '.join(f'{k} {other[k]} against {recipe[k]}' for k in differ)}): its scores may not "
-                  "stand for the reader's", file=sys.stderr)
-        folds.append((seen, dataclasses.replace(engine, reader=load_reader(folder, engine.settings.model_path))))
-    chosen = {}
-    for a in articles:
-        if a not in own:
-            chosen[a] = engine
-            continue
-        fresh = [e for seen, e in folds if a not in seen]
-        if not fresh:
-            raise QAError(f"--cross-fit: every reader given trained on the article '{a}'")
-        chosen[a] = fresh[0]
-    return chosen
-
-
 def run_reader_calibration(engine, questions: list[Question], settings: Settings, *, progress: bool = True,
                            out: Path | None = None, cross_fit: list[Path] | None = None) -> int:
     """Fit on ``questions`` (hybrid mode), print what was fitted and save it with the index (or to ``out``).
     ``cross_fit``: readers of the same recipe trained on parts of the data, which score the
     articles the reader itself trained on (see the module's docstring)."""
+    from qa.eval.crossfit import scorers
     from qa.pipeline import index_model
 
     s = settings.replace(mode="hybrid", answerer="reader", threshold=0.0, max_answers=1)
