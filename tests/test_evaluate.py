@@ -279,13 +279,13 @@ def reader_copy(folder: Path, articles: list[str]) -> Path:
 
 
 def test_cross_fitting_scores_each_article_with_a_reader_that_never_trained_on_it(tmp_path, monkeypatch, capsys):
-    from qa.eval.crossfit import trained_articles
+    from qa.eval.crossfit import trained_articles, training_record
     from qa.reader import DEFAULT_DIR, expected_sha256
     from qa.splits import FIT
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny-squad.json").write_text(json.dumps(SQUAD), encoding="utf-8")
-    assert trained_articles(DEFAULT_DIR) == frozenset(FIT)  # recorded before the list was: the split's fit articles
+    assert trained_articles(training_record(DEFAULT_DIR)) == frozenset(FIT)  # recorded before the list was: the split's fit articles
     main_reader = reader_copy(tmp_path / "main", ["Eiffel_Tower"])
     fold = reader_copy(tmp_path / "fold", ["Honey_bee"])
     args = ["tiny-squad.json", "--format", "squad", "--calibrate", "--reader", main_reader]

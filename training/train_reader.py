@@ -285,7 +285,7 @@ def train(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     model_dir = resolve_model("")
     maker = WindowMaker(model_dir)
-    items = squad_items(args.squad, fit_articles(args.fold))
+    items = squad_items(args.squad, args.articles)
     if args.max_questions:
         items = random.Random(args.seed).sample(items, min(args.max_questions, len(items)))
     t0 = time.perf_counter()
@@ -510,7 +510,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.max_questions, args.epochs = 64, 1
-    fit_articles(args.fold)  # a malformed --fold fails here, not after the data is made
+    args.articles = fit_articles(args.fold)  # a malformed --fold fails here, not after the data is made
     args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and has_bf16(cpu_flags()))
     if args.max_questions is None:
         args.max_questions = default_questions(args.bf16)
@@ -551,8 +551,8 @@ def main() -> int:
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "base": args.base, "base_model": DESCRIPTIONS[args.base],
         "data": f"SQuAD v1.1 dev, fit articles{f' outside fold {args.fold}' if args.fold else ''} "
-                f"({len(fit_articles(args.fold))}): {run['items']} questions",
-        "split": "qa/splits.py", "fold": args.fold, "articles": list(fit_articles(args.fold)),
+                f"({len(args.articles)}): {run['items']} questions",
+        "split": "qa/splits.py", "fold": args.fold, "articles": list(args.articles),
         "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "layer_decay": args.layer_decay,
         "batch": args.batch,
         "negatives_share": args.negatives, "near_misses_share": args.near_misses,

@@ -31,10 +31,10 @@ def training_record(folder: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def trained_articles(folder: Path) -> frozenset[str] | None:
-    """The SQuAD articles the reader in ``folder`` trained on, from its ``training.json`` (a reader
-    trained before the list was recorded there: the ``fit`` articles of its split); None when unknown."""
-    record = training_record(folder)
+def trained_articles(record: dict) -> frozenset[str] | None:
+    """The SQuAD articles a reader trained on, from its ``training.json`` record (:func:`training_record`;
+    a reader trained before the list was recorded there: the ``fit`` articles of its split); None when
+    unknown."""
     if isinstance(record.get("articles"), list):
         return frozenset(map(str, record["articles"]))
     return frozenset(FIT) if record.get("split") == "qa/splits.py" else None
@@ -45,17 +45,17 @@ def scorers(engine, articles: list[str], cross_fit: list[Path]) -> dict[str, obj
     not train on the article, else one with a ``cross_fit`` reader that did not (QAError when none)."""
     from qa.reader import load_reader
 
-    own = trained_articles(engine.reader.folder)
+    recipe = training_record(engine.reader.folder)
+    own = trained_articles(recipe)
     if own is None:
         raise QAError(f"--cross-fit: {engine.reader.folder}/training.json does not say which articles the reader "
                       "trained on")
-    recipe = training_record(engine.reader.folder)
     folds = []
     for folder in cross_fit:
-        seen = trained_articles(folder)
+        other = training_record(folder)
+        seen = trained_articles(other)
         if seen is None:
             raise QAError(f"--cross-fit: {folder}/training.json does not say which articles that reader trained on")
-        other = training_record(folder)
         differ = [k for k in RECIPE if k in recipe and k in other and recipe[k] != other[k]]
         if differ:
             print(f"warning: --cross-fit {folder} was trained with other settings than the reader "
