@@ -31,6 +31,7 @@ class Candidate:
     features: np.ndarray
     rank_logit: float = 0.0
     probability: float = 0.0
+    lacks: tuple[str, ...] = ()  # the question's names, codes or numbers its passage does not mention
 
 
 def cite(hits: list[Hit], answers: list[Answer], index: Index) -> tuple[list[Citation], list[Answer]]:
@@ -134,7 +135,8 @@ def _candidates(calibration: Calibration, question: str, hits: list[Hit], which:
     if not spans:
         return []
     terms = specific_terms(question)
-    lacks = [bool(missing_terms(terms, hits[i].passage.text)) for i in which]
+    lacking = [tuple(missing_terms(terms, hits[i].passage.text)) for i in which]
+    lacks = [bool(names) for names in lacking]
     feats = candidate_features(np.array([s.score for s in spans]), np.array([s.null for s in spans]),
                                np.array([hits[which[s.item]].rank for s in spans]),
                                np.array([lacks[s.item] for s in spans]))
@@ -143,7 +145,7 @@ def _candidates(calibration: Calibration, question: str, hits: list[Hit], which:
     for s, f, z in zip(spans, feats, logits):
         start = hits[which[s.item]].passage.start
         prob = calibration.probability(float(z), lacks=lacks[s.item], unmentioned=unmentioned)
-        cands.append(Candidate(which[s.item], start + s.start, start + s.end, f, float(z), prob))
+        cands.append(Candidate(which[s.item], start + s.start, start + s.end, f, float(z), prob, lacking[s.item]))
     return _ranked(cands, hits)
 
 
@@ -210,4 +212,5 @@ def to_answer(cand: Candidate, p: Passage, calibration: Calibration) -> Answer:
         span_end=cand.end,
         label=calibration.label(cand.probability),
         doc=p.doc,
+        lacks=list(cand.lacks),
     )

@@ -34,6 +34,17 @@ def answer_label(answer: Answer) -> str:
     return answer.label or confidence_label(answer.score)
 
 
+def lacks_note(answer: Answer) -> str:
+    """Why a reader's answer is held at "low" although its score may be high: its passage does not
+    mention a name, code or number the question asks about ("[1] does not mention China"); "" when
+    it mentions them all."""
+    if not answer.lacks:
+        return ""
+    names = [f"“{n}”" for n in answer.lacks]
+    said = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"[{answer.citation}] does not mention {said}"
+
+
 def to_json(result: Result) -> str:
     """One JSON object, the CLI's ``--json`` line: every control character (C0, DEL and C1)
     in its strings is written as a ``\\uXXXX`` escape, never raw, so the line is safe to
@@ -69,7 +80,7 @@ def to_dict(result: Result) -> dict:
 def answer_dict(a: Answer) -> dict:
     return {"text": a.text, "span": a.span, "score": a.score, "confidence": answer_label(a), "citation": a.citation,
             "doc": a.doc, "start": a.start, "end": a.end, "span_start": a.span_start, "span_end": a.span_end,
-            "line": a.line, "page": a.page, "page_line": a.page_line}
+            "line": a.line, "page": a.page, "page_line": a.page_line, "lacks": list(a.lacks)}
 
 
 def abstention_dict(why: Abstention | None) -> dict | None:
@@ -154,7 +165,8 @@ def to_text(result: Result, *, color: bool = False) -> str:
     for i, a in enumerate(result.answers):
         label = "A:" if i == 0 else "  also:"
         lines.append(f"{label} {mark_span(a, '**', '**', bold, reset, clean=plain)} [{a.citation}]")
-        lines.append(f"   {dim}confidence {a.score:.2f} ({plain(answer_label(a))}){reset}")
+        note = f": {plain(lacks_note(a))}" if a.lacks else ""
+        lines.append(f"   {dim}confidence {a.score:.2f} ({plain(answer_label(a))}){note}{reset}")
     if result.disagreement:
         lines.append(f"{bold}{plain(differ_line(result))}{reset}")
     if result.citations:

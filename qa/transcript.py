@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from qa.present import answer_label, differ_line, from_dict, location, mark_span
+from qa.present import answer_label, differ_line, from_dict, lacks_note, location, mark_span
 
 FORMAT = 1
 
@@ -59,8 +59,9 @@ def reply_markdown(data: dict) -> str:
     else:
         for i, a in enumerate(result.answers):
             head = "**A:**" if i == 0 else "*Also:*"
+            note = _escape(": " + lacks_note(a)) if a.lacks else ""
             lines.append(f"{head} {mark_span(a, '**', '**', clean=_escape)} [{a.citation}] "
-                         f"(confidence {a.score:.2f}, {answer_label(a)})")
+                         f"(confidence {a.score:.2f}, {answer_label(a)}{note})")
         shown = sorted({a.citation for a in result.answers})
     if result.disagreement:
         head, _, said = differ_line(result).partition(": ")

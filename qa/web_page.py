@@ -10,7 +10,8 @@ import re
 import uuid
 
 from qa.datatypes import Answer, Citation, Result
-from qa.present import answer_html, answer_label, location, passage_html, quote_location, snippet, to_dict
+from qa.present import (answer_html, answer_label, lacks_note, location, passage_html, quote_location, snippet,
+                        to_dict)
 from qa.transcript import reply_markdown
 
 SNIPPET_LINE_CHARS = 160  # of a passage no answer quotes, shown on one line (cut by CSS to the width)
@@ -217,7 +218,8 @@ def _ref(n: int, rid: str) -> str:
 
 def _confidence(answer) -> str:
     label, score = answer_label(answer), answer.score
-    return f'<p class="qa-meta">Confidence: <span class="qa-{label}">{label}</span> ({score:.2f})</p>'
+    note = f": {html.escape(lacks_note(answer))}" if answer.lacks else ""
+    return f'<p class="qa-meta">Confidence: <span class="qa-{label}">{label}</span> ({score:.2f}){note}</p>'
 
 
 def sentence(text: str) -> str:

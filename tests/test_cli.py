@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 QA = Path(sys.executable).with_name("qa")
 TOP_KEYS = {"question", "answers", "citations", "mode", "timings_ms", "searched_as", "followup", "followup_reason", "abstention", "disagreement"}
 ANSWER_KEYS = {"text", "span", "score", "confidence", "citation", "doc", "start", "end", "span_start", "span_end",
-               "line", "page", "page_line"}
+               "line", "page", "page_line", "lacks"}
 CITATION_KEYS = {"n", "doc", "title", "heading", "passage", "start", "end", "line", "page", "page_line", "passage_line",
                  "passage_end_line", "passage_pages", "text", "score"}
 JET_QUESTION = "Which aircraft did Iran buy from Russia?"
@@ -88,6 +88,7 @@ def check_result(obj: dict, corpus: Path, question: str) -> None:
         assert c["start"] <= a["start"] < a["end"] <= c["end"]
         assert 0.0 <= a["score"] <= 1.0
         assert a["span"] is None or a["span"] in a["text"]
+        assert isinstance(a["lacks"], list) and all(isinstance(name, str) for name in a["lacks"])
 
 
 def assert_one_line_error(rc: int, err: str, *needles: str) -> str:

@@ -29,6 +29,9 @@ from pathlib import Path
 import pytest
 
 from qa.eval.metrics import contains_answer, exact_match
+from qa.present import from_dict
+from qa.transcript import reply_markdown
+from qa.web_page import reply_html
 
 pytestmark = pytest.mark.e2e
 
@@ -150,3 +153,28 @@ def test_reader_abstains_on_a_name_no_document_mentions(workspace):
     forced = json.loads(subprocess.run(base + ["--threshold", "0"], capture_output=True, text=True, timeout=120,
                                        env=env, check=True).stdout)
     assert forced["answers"] and forced["answers"][0]["confidence"] == "low"
+
+
+def test_an_answer_whose_passage_lacks_a_name_is_low_and_says_which(workspace):
+    """China is in the documents but not in the passage on the 1,700 drones Russia bought: an answer
+    quoted from it is held at "low", and the output says which name it lacks."""
+    base = [sys.executable, "-m", "qa.cli", "ask", "--quiet", "--corpus", str(workspace / "corpus"),
+            "--index", str(workspace / "index"), "--threshold", "0"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def ask(*args: str) -> str:
+        return subprocess.run(base + list(args), capture_output=True, text=True, timeout=120, env=env,
+                              check=True).stdout
+
+    replies = {who: json.loads(ask("--json", f"How many drones has {who} purchased from Iran?"))
+               for who in ("China", "Russia")}
+    china, russia = (replies[who]["answers"][0] for who in ("China", "Russia"))
+    assert russia["span"] == china["span"] == "1,700"
+    assert russia["lacks"] == [] and russia["confidence"] == "high"
+    assert china["lacks"] == ["China"] and china["confidence"] == "low"
+    said = f"[{china['citation']}] does not mention “China”"
+    assert f"(low): {said}" in ask("How many drones has China purchased from Iran?")  # the CLI
+    assert f"({china['score']:.2f}): {said}</p>" in reply_html(from_dict(replies["China"]))  # the chat page
+    escaped = said.replace("[", "\\[").replace("]", "\\]")
+    assert f"low: {escaped})" in reply_markdown(replies["China"])  # its copy as Markdown
+    assert "does not mention" not in reply_html(from_dict(replies["Russia"])) + reply_markdown(replies["Russia"])

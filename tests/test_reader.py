@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from qa.calibration import (FEATURES, ISOTONIC_CLIP, ISOTONIC_MIN, Calibration, 
                             specific_terms)
 from qa.config import Settings
 from qa.load import file_sha256
+from qa.present import lacks_note
 from qa.reader import DEFAULT_DIR, MODEL_FILE, expected_sha256, load_reader
 from qa.reader_windows import SpanScore, WindowMaker, batch_arrays, best_span, best_spans, token_span
 from qa.datatypes import Hit, Passage, QAError
@@ -208,8 +210,13 @@ def test_a_missing_name_lowers_the_confidence(maker):
     asked = {}
     for q in ("How many drones has Russia purchased?", "How many drones has China purchased?"):
         answers, _ = reader_answers(FixedReader(maker, "1,700"), CAL, q, hits, threshold=0.0, max_answers=1)
-        asked[q] = answers[0].score
-    assert asked["How many drones has China purchased?"] < asked["How many drones has Russia purchased?"] - 0.5
+        asked[q] = answers[0]
+    china, russia = asked["How many drones has China purchased?"], asked["How many drones has Russia purchased?"]
+    assert china.score < russia.score - 0.5 and china.label == "low"
+    assert china.lacks == ["China"] and russia.lacks == []
+    assert lacks_note(china) == "[1] does not mention “China”" and lacks_note(russia) == ""
+    assert lacks_note(replace(china, lacks=["China", "Su-57", "2019"], citation=2)) == \
+        "[2] does not mention “China”, “Su-57” or “2019”"
 
 
 @pytest.mark.unit

@@ -75,7 +75,7 @@ def test_from_dict_gives_back_what_to_dict_took(corpus, fast, capsys):
         result = pipeline_ask(engine, question)
         back = from_dict(to_dict(result))
         assert back.citations == result.citations
-        assert [(a.text, a.span, a.line, a.page, a.page_line, a.label) for a in back.answers] == [
-            (a.text, a.span, a.line, a.page, a.page_line, a.label) for a in result.answers]
+        assert [(a.text, a.span, a.line, a.page, a.page_line, a.label, a.lacks) for a in back.answers] == [
+            (a.text, a.span, a.line, a.page, a.page_line, a.label, a.lacks) for a in result.answers]
         assert back.abstention == result.abstention
         assert to_text(back) == to_text(result)
