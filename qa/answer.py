@@ -41,7 +41,8 @@ def cite(hits: list[Hit], answers: list[Answer], index: Index) -> tuple[list[Cit
     citation of their joined text, so the same lines are never listed twice; citations are
     numbered by their best hit's rank. Each answer (whose ``citation`` numbers a hit, from 1)
     gets its citation's number and the line (and page) where its text starts; a citation's
-    ``line`` is that of the best answer quoting it, else of its text's start.
+    ``line`` is that of the best answer quoting it, else of its text's start. An answer ``lacks``
+    only what its whole citation does not mention (a neighbour joined to its passage may).
     """
     groups = _overlapping(hits)
     number = {i: n for n, group in enumerate(groups, start=1) for i in group}
@@ -72,6 +73,7 @@ def cite(hits: list[Hit], answers: list[Answer], index: Index) -> tuple[list[Cit
             passage_pages=(first.page, end_page) if first.page else None, heading=first.heading,
             score=round(float(hits[group[0]].score), 6),
         ))
+    out = [replace(a, lacks=missing_terms(a.lacks, citations[a.citation - 1].text)) if a.lacks else a for a in out]
     return citations, out
 
 

@@ -114,8 +114,8 @@ class Answer:
     line: int = 0  # 1-based line of the document where ``text`` starts
     page: int | None = None  # its page, in a paged document (a PDF)
     page_line: int | None = None  # its line on that page
-    # the question's names, codes or numbers that the passage it stands in does not mention: why
-    # its confidence is held at "low" (qa.calibration.Calibration.probability)
+    # the question's names, codes or numbers that the passage it stands in (and the citation that
+    # shows it) does not mention: why its confidence is held at "low" (Calibration.probability)
     lacks: list[str] = field(default_factory=list)
 
 

@@ -115,3 +115,19 @@ def test_overlapping_passages_are_one_citation_and_answers_follow_it():
     assert location(merged) == "t.txt:3 (passage 1–4)"
     result = Result(question="q", answers=[moved], citations=citations, mode="bm25", timings_ms={})
     assert "[1] T — t.txt:3 (passage 1–4)" in to_text(result)
+
+
+@pytest.mark.unit
+def test_an_answer_lacks_only_what_its_whole_citation_does_not_mention():
+    text = "Russia bought 1,700 drones.\nIt paid in cash.\nChina watched the trade.\nNothing more here.\n"
+    doc = doc_from_text(text)
+    a, b = split_document(doc, sentences_per_passage=2, overlap=1)[:2]  # b brings "China" in
+    start = text.index("Russia")
+    answer = Answer(text="Russia bought 1,700 drones.", span="1,700", score=0.49, citation=1, start=start,
+                    end=start + 27, span_start=start + 14, span_end=start + 19, doc="t.txt", label="low",
+                    lacks=["China", "2019"])
+    index = SimpleNamespace(titles={"t.txt": "T"})
+    _, (alone,) = cite([_hit(a, 0)], [answer], index)
+    assert alone.lacks == ["China", "2019"]
+    citations, (joined,) = cite([_hit(a, 0), _hit(b, 1)], [answer], index)
+    assert len(citations) == 1 and "China" in citations[0].text and joined.lacks == ["2019"]
