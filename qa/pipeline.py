@@ -17,6 +17,7 @@ from qa.protocols import SpanReader, TextEncoder
 from qa.reader import load_reader
 from qa.followup import understand
 from qa.retrieve import retrieve
+from qa.truecase import truecase
 from qa.datatypes import Answer, Document, QAError, Result
 
 
@@ -99,8 +100,9 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
     without changing the answer: the answer always comes from the normal top-k retrieval.
     """
     settings = settings or engine.settings
-    question = check_question(question)
+    typed = check_question(question)
     t0 = time.perf_counter()
+    question = truecase(typed, engine.index)  # "china" as "China", so that the checks on names see it
     normal = max(settings.candidates, settings.k)
     decision = understand(engine.index, engine.encoder, question, history or [],
                           settings.replace(k=max(settings.k, min(depth, normal))))
@@ -153,7 +155,7 @@ def ask(engine: Engine, question: str, *, history: list[str] | None = None, sett
         **step_ms,
     }
     return Result(
-        question=question,
+        question=typed,
         answers=answers,
         citations=citations,
         mode=settings.mode,

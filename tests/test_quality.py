@@ -178,3 +178,20 @@ def test_an_answer_whose_passage_lacks_a_name_is_low_and_says_which(workspace):
     escaped = said.replace("[", "\\[").replace("]", "\\]")
     assert f"low: {escaped})" in reply_markdown(replies["China"])  # its copy as Markdown
     assert "does not mention" not in reply_html(from_dict(replies["Russia"])) + reply_markdown(replies["Russia"])
+
+
+def test_a_question_typed_in_lower_case_or_in_capitals_is_answered_as_the_cased_one(workspace):
+    """The names are found as the documents write them (qa.truecase): "CHINA" in a question all in
+    capitals is a name and "MANY" is not; "china" typed in lower case is still China."""
+    cased = ["How many drones has China purchased from Iran?", "How many drones has Russia purchased from Iran?"]
+    typed = cased + [q.lower() for q in cased] + [q.upper() for q in cased]
+    run = subprocess.run([sys.executable, "-m", "qa.cli", "ask", "--json", "--quiet", "--corpus",
+                          str(workspace / "corpus"), "--index", str(workspace / "index")],
+                         input="\n".join(typed) + "\n", capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    replies = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["question"] for r in replies] == typed  # shown as typed
+
+    seen = [(r["answers"][0]["span"], r["answers"][0]["confidence"], r["answers"][0]["lacks"]) for r in replies]
+    assert seen[:2] == [("1,700", "low", ["China"]), ("1,700", "high", [])]
+    assert seen[2:4] == seen[4:] == seen[:2]

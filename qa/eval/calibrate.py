@@ -66,6 +66,7 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
         if not q.answerable:
             continue
         result = ask(engine, q.question, settings=settings, depth=LOOKAHEAD)
+        read_as = result.understood.read_as or result.understood.query  # the question as ask read it
         read = min(settings.read, settings.k)
         asked = [(result.hits[:read], ASKED)]
         if q.doc is not None:
@@ -75,7 +76,7 @@ def collect(engine, questions: list[Question], settings: Settings, *, progress: 
         if near_miss is not None:
             asked.append((near_miss, CUT))
         for hits, kind in asked:
-            cands, _ = reader_candidates(engine.reader, unfitted, q.question, hits)
+            cands, _ = reader_candidates(engine.reader, unfitted, read_as, hits)
             if not cands:
                 continue
             feats = np.array([c.features for c in cands])
