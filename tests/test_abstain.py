@@ -34,6 +34,14 @@ def index(tmp_path_factory):
     ("What did Hanoi buy from Beijing?", ["Hanoi"]),  # China is named, Vietnam is not
     ("What is SEPAM?", []),
     ("how many drones?", []),  # names nothing
+    # misspelt by one edit, from 5 letters: a letter added, dropped, changed, or two swapped
+    ("Which drones reach Makhachkalla?", []),
+    ("Which drones reach Mahachkala?", []),
+    ("Which drones cross the Caspain Sea?", []),
+    ("Which drones reach Makhachkola?", []),
+    ("Which drones reach Makachkola?", ["Makachkola"]),  # two edits: another name
+    ("What did Iraq buy?", ["Iraq"]),  # one edit from "Iran", but under 5 letters: short names differ so
+    ("Who sold drones to Zimbabwe?", ["Zimbabwe"]),
 ])
 def test_names_no_document_mentions(index, question, missing):
     assert unmentioned(question, index) == missing
