@@ -45,6 +45,7 @@ import numpy as np
 
 from qa.capitals import metonym
 from qa.datatypes import QAError
+from qa.terms import fold_accents
 
 FEATURES = ("score", "margin", "share", "rank", "missing")
 RIGHT_F1 = 0.5
@@ -174,12 +175,12 @@ def missing_terms(terms: list[str], text: str) -> list[str]:
     """The terms ``text`` does not mention. A word counts as mentioned by a word of the same stem:
     the two share their first letters, at least four and all but two of the shorter word's
     ("Iran" and "Iranian", "China" and "Chinese", "Russia" and "Russian"), and a capital by its
-    country and the other way round ("Moscow" by "Russian", :mod:`qa.capitals`). Codes and
-    numbers must appear as they are."""
-    lower = text.lower()
+    country and the other way round ("Moscow" by "Russian", :mod:`qa.capitals`). Accents do not
+    count ("Zurich" is mentioned by "Zürich"). Codes and numbers must appear as they are."""
+    lower = fold_accents(text.lower())
     words = set(re.findall(r"[\w-]+", lower))
     return [term for term in terms
-            if not _mentions(term.lower(), lower, words)
+            if not _mentions(fold_accents(term.lower()), lower, words)
             and not ((other := metonym(term)) and _mentions(other, lower, words))]
 
 

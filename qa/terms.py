@@ -19,7 +19,7 @@ import string
 import unicodedata
 from itertools import chain
 
-__all__ = ["STOP_WORDS", "normalize_answer", "tokenize"]
+__all__ = ["STOP_WORDS", "fold_accents", "normalize_answer", "tokenize"]
 
 # English function words. "us" is deliberately absent (it is also "US", the country,
 # once case is folded) and so is "may" (the month). Contractions appear without their
@@ -115,10 +115,15 @@ def _clean_piece(piece: str) -> str:
         piece = _CLITIC_RE.sub("", piece).replace("'", "")
     if "," in piece:
         piece = piece.replace(",", "")
-    if not piece.isascii():
-        piece = unicodedata.normalize("NFKD", piece)
-        piece = unicodedata.normalize("NFC", _LATIN_MARKS_RE.sub("", piece))
-    return piece
+    return fold_accents(piece)
+
+
+def fold_accents(text: str) -> str:
+    """Lower-case ``text`` with the accents of its Latin letters dropped, as terms have them
+    ("zürich" -> "zurich", "céloron" -> "celoron"); letters without a decomposition stay ("ł")."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", _LATIN_MARKS_RE.sub("", unicodedata.normalize("NFKD", text)))
 
 
 def _is_number(term: str) -> bool:
