@@ -45,7 +45,7 @@ import numpy as np
 
 from qa.capitals import metonym
 from qa.datatypes import QAError
-from qa.terms import fold_accents
+from qa.terms import fold_accents, tokenize
 
 FEATURES = ("score", "margin", "share", "rank", "missing")
 RIGHT_F1 = 0.5
@@ -176,11 +176,14 @@ def missing_terms(terms: list[str], text: str) -> list[str]:
     the two share their first letters, at least four and all but two of the shorter word's
     ("Iran" and "Iranian", "China" and "Chinese", "Russia" and "Russian"), and a capital by its
     country and the other way round ("Moscow" by "Russian", :mod:`qa.capitals`). Accents do not
-    count ("Zurich" is mentioned by "Zürich"). Codes and numbers must appear as they are."""
+    count ("Zurich" is mentioned by "Zürich"). Codes and numbers must appear as they are, or as
+    the same term of the index's tokenizer ("1700" by "1,700", "S400" by "S-400", "Su35" by "Su-35")."""
     lower = fold_accents(text.lower())
     words = set(re.findall(r"[\w-]+", lower))
+    codes = set(tokenize(text)) if any(c.isdigit() for term in terms for c in term) else set()
     return [term for term in terms
             if not _mentions(fold_accents(term.lower()), lower, words)
+            and not (any(c.isdigit() for c in term) and tokenize(term)[:1] and tokenize(term)[0] in codes)
             and not ((other := metonym(term)) and _mentions(other, lower, words))]
 
 

@@ -297,6 +297,9 @@ def test_specific_and_missing_terms():
     assert missing_terms(["China"], "Chinese buyers") == []  # same stem
     # accents do not count, either way; a letter without a decomposition does
     assert missing_terms(["Zurich", "Celoron", "Bogotá", "Lodz"], "Zürich, Céloron and Bogota; Łódź") == ["Lodz"]
+    # a code or number as the index's tokenizer reads it; another number is still missing
+    assert missing_terms(["1700", "S400", "Su35", "1950", "145", "1701"],
+                         "About 1,700 S-400 and Su-35 units since the 1950’s, for $145 million.") == ["1701"]
     assert missing_terms(["Iranian", "Russia", "Beijing"], "Iran ships drones to the Russian port") == ["Beijing"]
     # a capital stands for its country and the other way round (qa.capitals), by stem or as a phrase
     assert missing_terms(["Moscow", "Tehran", "Iraq"], "Russian and Iranian officials met in Baghdad") == []
