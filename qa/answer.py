@@ -138,15 +138,14 @@ def _candidates(calibration: Calibration, question: str, hits: list[Hit], which:
         return []
     terms = specific_terms(question)
     lacking = [tuple(missing_terms(terms, hits[i].passage.text)) for i in which]
-    lacks = [bool(names) for names in lacking]
     feats = candidate_features(np.array([s.score for s in spans]), np.array([s.null for s in spans]),
                                np.array([hits[which[s.item]].rank for s in spans]),
-                               np.array([lacks[s.item] for s in spans]))
+                               np.array([bool(lacking[s.item]) for s in spans]))
     logits = calibration.rank_logits(feats)
     cands = []
     for s, f, z in zip(spans, feats, logits):
         start = hits[which[s.item]].passage.start
-        prob = calibration.probability(float(z), lacks=lacks[s.item], unmentioned=unmentioned)
+        prob = calibration.probability(float(z), lacks=bool(lacking[s.item]), unmentioned=unmentioned)
         cands.append(Candidate(which[s.item], start + s.start, start + s.end, f, float(z), prob, lacking[s.item]))
     return _ranked(cands, hits)
 

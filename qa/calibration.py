@@ -180,10 +180,11 @@ def missing_terms(terms: list[str], text: str) -> list[str]:
     the same term of the index's tokenizer ("1700" by "1,700", "S400" by "S-400", "Su35" by "Su-35")."""
     lower = fold_accents(text.lower())
     words = set(re.findall(r"[\w-]+", lower))
-    codes = set(tokenize(text)) if any(c.isdigit() for term in terms for c in term) else set()
+    coded = {term: tokenize(term)[:1] for term in terms if any(c.isdigit() for c in term)}  # its first term
+    codes = set(tokenize(text)) if coded else set()
     return [term for term in terms
             if not _mentions(fold_accents(term.lower()), lower, words)
-            and not (any(c.isdigit() for c in term) and tokenize(term)[:1] and tokenize(term)[0] in codes)
+            and not (coded.get(term) and coded[term][0] in codes)
             and not ((other := metonym(term)) and _mentions(other, lower, words))]
 
 
